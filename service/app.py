@@ -1,0 +1,161 @@
+"""The composition root: ``create_app`` wires settings, backend, batcher, routes, guard and lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from inference import MicroBatcher
+from inference.backends import ModelSpec
+from inference.backends.base import Backend, SynthesisJob
+from service.auth import require_api_key
+from service.errors import exception_handlers
+from service.health import start_health_server
+from service.routes import generate_speech, ping
+from service.settings import Settings
+from service.state import Phase, ServiceState
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("chorus")
+
+MAX_BODY_BYTES = 1024 * 1024
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def _model_spec(settings: Settings) -> ModelSpec:
+    return ModelSpec(
+        model=settings.model,
+        device=settings.device,
+        dtype=settings.dtype,
+        cache_dir=settings.resolved_cache_dir,
+        languages=settings.languages,
+        batch_decoder={"auto": None, "on": True, "off": False}[settings.batch_decoder],
+        torch_threads=settings.torch_threads,
+    )
+
+
+def _load_backend(settings: Settings) -> Backend:
+    # Imported here so that importing the app (and the HTTP-only tests) does not pay for torch.
+    from inference.backends import load_backend
+
+    return load_backend(_model_spec(settings))
+
+
+async def _bring_up(chorus: ServiceState, backend: Backend | None) -> None:
+    """Load, warm up and start the batcher; any failure is recorded (→ 503), never raised."""
+    settings = chorus.settings
+    t0 = time.monotonic()
+    try:
+        if backend is None:
+            backend = await anyio.to_thread.run_sync(_load_backend, settings)
+        await anyio.to_thread.run_sync(backend.warmup)
+        loaded: Backend = backend
+        batcher: MicroBatcher[SynthesisJob, object] = MicroBatcher(
+            loaded.synthesize,
+            max_batch_size=settings.max_batch_size,
+            max_queue_size=settings.max_queue,
+            max_batch_wait_s=settings.max_batch_wait_ms / 1000.0,
+            length_of=lambda job: job.length,
+            key_of=loaded.batch_key,
+        )
+        batcher.start()
+    except Exception as exc:  # an escaping exception would kill the lifespan: record it instead
+        chorus.failure = f"model failed to load: {exc}"
+        chorus.phase = Phase.FAILED
+        log.error("%s", chorus.failure, exc_info=not isinstance(exc, (OSError, ValueError)))
+        return
+    chorus.backend, chorus.batcher = loaded, batcher
+    chorus.load_s = time.monotonic() - t0
+    if chorus.phase is Phase.LOADING:  # a SIGTERM during the load keeps the server draining
+        chorus.phase = Phase.READY
+    info = loaded.info
+    log.info(
+        "ready: %s (%s, %d Hz, %s, %s) in %.1f s",
+        info.name, info.family, info.sample_rate_hz, info.device, info.dtype, chorus.load_s,
+    )  # fmt: skip
+
+
+def _lifespan(backend: Backend | None) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        chorus: ServiceState = app.state.chorus
+        settings = chorus.settings
+        # Loading runs in the background so the server answers 204 at once (RunPod's cold-start phase).
+        loader = asyncio.create_task(_bring_up(chorus, backend), name="chorus-load")
+        health_server = None
+        if settings.port_health is not None and settings.port_health != settings.port:
+            health_server = await start_health_server(settings.host, settings.port_health, chorus.health)
+        try:
+            yield
+        finally:
+            chorus.phase = Phase.DRAINING
+            if health_server is not None:
+                health_server.close()
+            if not loader.done():
+                loader.cancel()
+            batcher = chorus.batcher
+            if batcher is not None:
+                batcher.close()
+                await anyio.to_thread.run_sync(lambda: batcher.stop(drain=True, timeout_s=60.0))
+
+    return lifespan
+
+
+def _request_id_middleware(app: ASGIApp) -> ASGIApp:
+    """Echo a well-formed ``X-Request-Id`` or make one; every response carries it."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        supplied = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
+        request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await app(scope, receive, send_with_id)
+
+    return middleware
+
+
+def _provide_chorus(state: State) -> ServiceState:
+    return state.chorus  # type: ignore[no-any-return]
+
+
+def create_app(settings: Settings | None = None, backend: Backend | None = None) -> Litestar:
+    """Build the app. ``backend`` lets tests hand in a loaded model; otherwise settings name one."""
+    settings = settings or Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    chorus = ServiceState(settings=settings)
+    return Litestar(
+        route_handlers=[ping, generate_speech],
+        guards=[require_api_key],
+        dependencies={"chorus": Provide(_provide_chorus, sync_to_thread=False)},
+        exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        lifespan=[_lifespan(backend)],
+        middleware=[_request_id_middleware],
+        state=State({"chorus": chorus}),
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(title="Chorus", version="0.1.0", path="/schema"),
+    )

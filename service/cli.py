@@ -1,0 +1,70 @@
+"""The ``chorus`` command: ``serve`` and ``convert-piper``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from service.settings import Settings, SettingsError
+
+__all__ = ["main"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.port is not None:
+        os.environ["PORT"] = str(args.port)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"chorus: {exc}", file=sys.stderr)
+        return 2
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    # One worker: the model and its batcher live in one process; granian's threads serve the HTTP side.
+    server = Granian(
+        "service.app:create_app",
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=settings.host,
+        port=settings.port,
+        workers=1,
+        log_level=settings.log_level.lower(),  # type: ignore[arg-type]
+    )
+    server.serve()
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from inference.backends.piper import convert_piper_voice
+    from inference.errors import ModelLoadError
+
+    try:
+        out = convert_piper_voice(args.voice, args.out_dir)
+    except ModelLoadError as exc:
+        print(f"chorus: {exc}", file=sys.stderr)
+        return 1
+    print(f"converted {args.voice} -> {out}; serve it with CHORUS_MODEL={out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``chorus`` console script."""
+    parser = argparse.ArgumentParser(prog="chorus", description="Chorus text-to-speech server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the HTTP API (settings come from the environment)")
+    serve.add_argument("--port", type=int, default=None, help="override PORT")
+    serve.set_defaults(func=_serve)
+    convert = sub.add_parser("convert-piper", help="convert a Piper voice into a transformers checkpoint")
+    convert.add_argument("voice", help="the voice's .onnx file (its .onnx.json must sit beside it)")
+    convert.add_argument("out_dir", help="folder to write the checkpoint into")
+    convert.set_defaults(func=_convert)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Settings: one frozen msgspec Struct, read from the environment once, refused early when wrong."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+__all__ = ["ENV_NAMES", "Settings", "SettingsError"]
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class SettingsError(ValueError):
+    """A malformed or unknown environment variable; the message names it."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the service can be told. Field docs name the environment variable that sets each."""
+
+    #: PORT: where requests arrive.
+    port: Port = 8000
+    #: PORT_HEALTH: where /ping also answers when it differs from PORT.
+    port_health: Port | None = None
+    #: HOST (CHORUS_HOST): the address to bind; RunPod needs 0.0.0.0.
+    host: str = "0.0.0.0"
+    #: API_KEY: comma-separated keys; empty or unset means no key is required.
+    api_keys: tuple[str, ...] = ()
+    #: CHORUS_MODEL: a hub id, a checkpoint folder, or a Piper ``.onnx``; unset = the embedded voice.
+    model: str | None = None
+    #: CHORUS_DEVICE: auto (CUDA when available), cpu, cuda, cuda:1, ...
+    device: str = "auto"
+    #: CHORUS_DTYPE: fp32, or fp16/bf16 on CUDA.
+    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+    #: CHORUS_LANGUAGES: override the languages the model declares (comma-separated).
+    languages: tuple[str, ...] = ()
+    #: CHORUS_CACHE_DIR: where converted voices are kept (default $XDG_CACHE_HOME/chorus).
+    cache_dir: str | None = None
+    #: CHORUS_MAX_TEXT_CHARS: longest accepted text.
+    max_text_chars: Positive = 5000
+    #: CHORUS_MAX_QUEUE: jobs that may wait; beyond it requests get 429.
+    max_queue: Positive = 256
+    #: CHORUS_MAX_BATCH_SIZE: most jobs per forward pass.
+    max_batch_size: Positive = 16
+    #: CHORUS_MAX_BATCH_WAIT_MS: how long an idle worker may wait to fill a batch (0 = start at once).
+    max_batch_wait_ms: Annotated[float, msgspec.Meta(ge=0, le=10_000)] = 0.0
+    #: CHORUS_BATCH_DECODER: auto (batched on CUDA, row by row on CPU), on, off.
+    batch_decoder: Literal["auto", "on", "off"] = "auto"
+    #: CHORUS_TORCH_THREADS: torch intra-op threads (unset = torch's default).
+    torch_threads: Positive | None = None
+    #: CHORUS_LOG_LEVEL
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def __repr__(self) -> str:
+        # Keys must never reach a log line, even through a debug print of the settings.
+        fields = {f: getattr(self, f) for f in self.__struct_fields__}
+        fields["api_keys"] = f"<{len(self.api_keys)} key(s)>" if self.api_keys else "()"
+        return "Settings(" + ", ".join(f"{k}={v!r}" if k != "api_keys" else f"{k}={v}" for k, v in fields.items()) + ")"
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        """The converted-voice cache: CHORUS_CACHE_DIR, else $XDG_CACHE_HOME/chorus, else ~/.cache/chorus."""
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        return (Path(xdg) if xdg else Path.home() / ".cache") / "chorus"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment; unknown CHORUS_* names and bad values raise SettingsError."""
+        env = os.environ if environ is None else environ
+        raw: dict[str, object] = {}
+        for name, field in ENV_NAMES.items():
+            value = env.get(name)
+            if value is None or not value.strip():
+                continue  # empty means unset: an empty API_KEY requires no key
+            value = value.strip()
+            if field in _LIST_FIELDS:
+                raw[field] = tuple(part.strip() for part in value.split(",") if part.strip())
+            elif field == "log_level":
+                raw[field] = value.upper()
+            elif field in {"dtype", "batch_decoder"}:
+                raw[field] = value.lower()
+            else:
+                raw[field] = value
+        unknown = sorted(n for n in env if n.startswith("CHORUS_") and n not in ENV_NAMES)
+        if unknown:
+            raise SettingsError(f"unknown setting {unknown[0]}; known CHORUS_* settings: {', '.join(_CHORUS_NAMES)}")
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(_explain(str(exc))) from None
+
+
+ENV_NAMES: dict[str, str] = {
+    "PORT": "port",
+    "PORT_HEALTH": "port_health",
+    "CHORUS_HOST": "host",
+    "API_KEY": "api_keys",
+    "CHORUS_MODEL": "model",
+    "CHORUS_DEVICE": "device",
+    "CHORUS_DTYPE": "dtype",
+    "CHORUS_LANGUAGES": "languages",
+    "CHORUS_CACHE_DIR": "cache_dir",
+    "CHORUS_MAX_TEXT_CHARS": "max_text_chars",
+    "CHORUS_MAX_QUEUE": "max_queue",
+    "CHORUS_MAX_BATCH_SIZE": "max_batch_size",
+    "CHORUS_MAX_BATCH_WAIT_MS": "max_batch_wait_ms",
+    "CHORUS_BATCH_DECODER": "batch_decoder",
+    "CHORUS_TORCH_THREADS": "torch_threads",
+    "CHORUS_LOG_LEVEL": "log_level",
+}
+_FIELD_TO_ENV = {field: name for name, field in ENV_NAMES.items()}
+_CHORUS_NAMES = [n for n in ENV_NAMES if n.startswith("CHORUS_")]
+_LIST_FIELDS = {"api_keys", "languages"}
+
+
+def _explain(message: str) -> str:
+    """Rewrite msgspec's ``... - at `$.max_queue``` into a sentence naming the environment variable."""
+    match = re.search(r"at `\$\.(\w+)", message)
+    if not match:
+        return f"invalid settings: {message}"
+    field = match.group(1)
+    reason = message.split(" - at ")[0]
+    return f"{_FIELD_TO_ENV.get(field, field)}: {reason}"

@@ -1,0 +1,47 @@
+"""The service's shared state: lifecycle phase, the loaded backend and its batcher."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+from inference import MicroBatcher
+from inference.backends.base import Backend, SynthesisJob
+from service.settings import Settings
+
+__all__ = ["Phase", "ServiceState"]
+
+
+class Phase(enum.Enum):
+    """Where the service is in its life; /ping reports it."""
+
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    DRAINING = "draining"
+
+
+@dataclass(eq=False)
+class ServiceState:
+    """Shared by the HTTP handlers, the health port and the lifespan."""
+
+    settings: Settings
+    phase: Phase = Phase.LOADING
+    backend: Backend | None = None
+    batcher: MicroBatcher[SynthesisJob, object] | None = None
+    failure: str | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    load_s: float | None = None
+
+    def health(self) -> tuple[int, dict[str, str] | None]:
+        """(status code, JSON body or None) for /ping: 204 loading, 200 ready, 503 failed or draining."""
+        if self.phase is Phase.READY and self.batcher is not None and not self.batcher.alive:
+            return 503, {"status": "error", "detail": "the inference worker has stopped"}
+        if self.phase is Phase.LOADING:
+            return 204, None
+        if self.phase is Phase.READY:
+            return 200, {"status": "ok"}
+        if self.phase is Phase.DRAINING:
+            return 503, {"status": "draining", "detail": "the server is shutting down"}
+        return 503, {"status": "error", "detail": self.failure or "the model failed to load"}
