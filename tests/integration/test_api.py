@@ -1,0 +1,248 @@
+"""The app in process (Litestar's AsyncTestClient) on the tiny real VITS model."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from service.app import create_app
+from service.settings import Settings
+
+KEY = "test-key-123"
+
+
+async def wait_ready(client: AsyncTestClient[Any]) -> None:
+    for _ in range(500):
+        response = await client.get("/ping")
+        if response.status_code != 204:
+            assert response.status_code == 200, response.text
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("never became ready")
+
+
+@pytest.fixture
+async def client(tiny_backend: Any) -> AsyncIterator[AsyncTestClient[Any]]:
+    app = create_app(Settings(max_text_chars=200), backend=tiny_backend)
+    async with AsyncTestClient(app) as test_client:
+        await wait_ready(test_client)
+        yield test_client
+
+
+@pytest.fixture
+async def keyed_client(tiny_backend: Any) -> AsyncIterator[AsyncTestClient[Any]]:
+    app = create_app(Settings(api_keys=(KEY, "rotated-key")), backend=tiny_backend)
+    async with AsyncTestClient(app) as test_client:
+        await wait_ready(test_client)
+        yield test_client
+
+
+def parse_wav(data: bytes) -> tuple[int, int]:
+    with wave.open(io.BytesIO(data)) as wav:
+        assert wav.getnchannels() == 1
+        assert wav.getsampwidth() == 2
+        return wav.getframerate(), wav.getnframes()
+
+
+# ---------------------------------------------------------------------------------------------- health
+
+
+class GatedBackend:
+    """The real tiny backend, whose warm-up waits for the test to open a gate."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def warmup(self) -> None:
+        self.gate.wait(10)
+        self.inner.warmup()
+
+
+async def test_ping_is_a_bare_204_while_loading_then_200(tiny_backend: Any) -> None:
+    gated = GatedBackend(tiny_backend)
+    app = create_app(Settings(), backend=gated)  # type: ignore[arg-type]
+    async with AsyncTestClient(app) as client:
+        loading = await client.get("/ping")
+        assert loading.status_code == 204
+        assert loading.content == b""
+        assert "content-type" not in loading.headers
+        refused = await client.post("/generate", json={"text": "hello"})
+        assert refused.status_code == 503
+        assert int(refused.headers["retry-after"]) > 0
+        gated.gate.set()
+        await wait_ready(client)
+        ready = await client.get("/ping")
+        assert ready.json() == {"status": "ok"}
+
+
+async def test_a_model_that_fails_to_load_answers_503_never_200(tmp_path: Path) -> None:
+    app = create_app(Settings(model=str(tmp_path / "missing-model")))
+    async with AsyncTestClient(app) as client:
+        for _ in range(500):
+            response = await client.get("/ping")
+            if response.status_code != 204:
+                break
+            await asyncio.sleep(0.01)
+        assert response.status_code == 503
+        assert response.json()["status"] == "error"
+        assert "missing-model" in response.json()["detail"]
+        generate = await client.post("/generate", json={"text": "hello"})
+        assert generate.status_code == 503
+
+
+# ---------------------------------------------------------------------------------------------- generate
+
+
+async def test_generate_returns_a_complete_wav_with_batch_headers(client: AsyncTestClient[Any]) -> None:
+    response = await client.post("/generate", json={"text": "Hello world!"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "audio/wav"
+    rate, frames = parse_wav(response.content)
+    assert rate == 16000
+    assert frames > 0
+    assert int(response.headers["content-length"]) == len(response.content) == 44 + 2 * frames
+    assert int(response.headers["x-batch-size"]) >= 1
+    assert float(response.headers["x-queue-time-ms"]) >= 0
+    assert float(response.headers["x-inference-time-ms"]) > 0
+    assert float(response.headers["x-audio-duration-s"]) == pytest.approx(frames / rate, abs=1e-3)
+    assert response.headers["x-request-id"]
+
+
+async def test_the_full_seed_request_shape_works(client: AsyncTestClient[Any]) -> None:
+    response = await client.post("/generate", json={"text": "Hello world!", "language": "en", "temperature": 0.7})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "audio/wav"
+
+
+async def test_same_seed_same_audio_and_temperature_zero_is_deterministic(client: AsyncTestClient[Any]) -> None:
+    body = {"text": "seeded speech", "seed": 42, "temperature": 1.0}
+    first = await client.post("/generate", json=body)
+    second = await client.post("/generate", json=body)
+    other = await client.post("/generate", json={**body, "seed": 43})
+    assert first.content == second.content
+    assert first.content != other.content
+    assert first.headers["x-seed"] == "42"
+    cold = [await client.post("/generate", json={"text": "cold", "temperature": 0}) for _ in range(2)]
+    assert cold[0].content == cold[1].content
+
+
+async def test_speed_changes_the_duration(client: AsyncTestClient[Any]) -> None:
+    text = "a sentence long enough to time"
+    normal = await client.post("/generate", json={"text": text, "temperature": 0})
+    fast = await client.post("/generate", json={"text": text, "temperature": 0, "speed": 2.0})
+    assert float(fast.headers["x-audio-duration-s"]) < float(normal.headers["x-audio-duration-s"])
+
+
+async def test_a_client_request_id_is_echoed_and_a_bad_one_replaced(client: AsyncTestClient[Any]) -> None:
+    echoed = await client.post("/generate", json={"text": "hi"}, headers={"X-Request-Id": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    replaced = await client.post("/generate", json={"text": "hi"}, headers={"X-Request-Id": "bad id\twith junk"})
+    assert replaced.headers["x-request-id"] != "bad id\twith junk"
+
+
+async def test_the_authorization_header_is_ignored(client: AsyncTestClient[Any]) -> None:
+    response = await client.post(
+        "/generate", json={"text": "Hello world!"}, headers={"Authorization": "Bearer rp_not_ours"}
+    )
+    assert response.status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({}, 400, "text"),
+        ({"text": ""}, 422, "empty"),
+        ({"text": "   \n\t "}, 422, "empty"),
+        ({"text": "\x00\x01"}, 422, "empty"),
+        ({"text": "x" * 201}, 422, "limit is 200"),
+        ({"text": 42}, 400, "text"),
+        ({"text": "hi", "temperature": "hot"}, 400, "temperature"),
+        ({"text": "hi", "temperature": 2.5}, 400, "temperature"),
+        ({"text": "hi", "temperature": -0.1}, 400, "temperature"),
+        ({"text": "hi", "speed": 0.1}, 400, "speed"),
+        ({"text": "hi", "speed": 5}, 400, "speed"),
+        ({"text": "hi", "seed": -1}, 400, "seed"),
+        ({"text": "hi", "seed": 2**64}, 400, "seed"),
+        ({"text": "hi", "language": "fr"}, 422, "served languages: eng, en"),
+        ({"text": "🙂🙂🙂"}, 422, "nothing this model can pronounce"),
+        ({"text": "hi", "voice": "../../etc/passwd"}, 422, "not served"),
+    ],
+)
+async def test_bad_input_gets_a_4xx_json_error_naming_the_problem(
+    client: AsyncTestClient[Any], body: dict[str, Any], status: int, needle: str
+) -> None:
+    response = await client.post("/generate", json=body)
+    assert response.status_code == status, response.text
+    assert needle in response.text
+    assert response.headers["content-type"].startswith("application/json")
+
+
+@pytest.mark.parametrize("raw", [b"not json", b'{"text": "unterminated', b"[1, 2]", b"\xff\xfe\x00garbage", b"null"])
+async def test_a_body_that_is_not_the_json_object_gets_400(client: AsyncTestClient[Any], raw: bytes) -> None:
+    response = await client.post("/generate", content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["status_code"] == 400
+
+
+async def test_a_body_over_1_mib_gets_413(client: AsyncTestClient[Any]) -> None:
+    response = await client.post("/generate", content=b'{"text": "' + b"a" * (1024 * 1024) + b'"}')
+    assert response.status_code == 413
+
+
+async def test_the_worker_survives_bad_input(client: AsyncTestClient[Any]) -> None:
+    for body in ({"text": ""}, {"text": "🙂"}, {"text": 1}):
+        await client.post("/generate", json=body)
+    response = await client.post("/generate", json={"text": "still alive"})
+    assert response.status_code == 200
+    assert (await client.get("/ping")).status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------- auth
+
+
+async def test_ping_never_needs_a_key(keyed_client: AsyncTestClient[Any]) -> None:
+    assert (await keyed_client.get("/ping")).status_code == 200
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"Authorization": f"Bearer {KEY}"}])
+async def test_generate_refuses_without_a_valid_key(
+    keyed_client: AsyncTestClient[Any], headers: dict[str, str]
+) -> None:
+    response = await keyed_client.post("/generate", json={"text": "hi"}, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["status_code"] == 401
+    assert KEY not in response.text
+    assert "wrong" not in response.text
+
+
+@pytest.mark.parametrize("key", [KEY, "rotated-key"])
+async def test_every_configured_key_is_accepted(keyed_client: AsyncTestClient[Any], key: str) -> None:
+    response = await keyed_client.post("/generate", json={"text": "hi"}, headers={"X-API-Key": key})
+    assert response.status_code == 200
+
+
+async def test_the_key_is_checked_before_the_body(keyed_client: AsyncTestClient[Any]) -> None:
+    response = await keyed_client.post("/generate", content=b"not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 401
+
+
+async def test_the_schema_follows_the_same_key_rule(keyed_client: AsyncTestClient[Any]) -> None:
+    assert (await keyed_client.get("/schema/openapi.json")).status_code == 401
+    allowed = await keyed_client.get("/schema/openapi.json", headers={"X-API-Key": KEY})
+    assert allowed.status_code == 200
+    assert "/generate" in allowed.json()["paths"]

@@ -1,0 +1,62 @@
+"""A tiny, randomly initialised VITS checkpoint written with ``save_pretrained`` (no hub access)."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+TINY_SAMPLE_RATE_HZ = 16000
+
+
+def write_tiny_vits(out_dir: Path, *, seed: int = 0, language: str = "eng") -> Path:
+    """Write config, safetensors weights and a character tokenizer for a ~100k-parameter VitsModel."""
+    import torch
+    from transformers import VitsConfig, VitsModel, VitsTokenizer
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    symbols = ["<pad>", "<unk>", " ", "'", "-", *string.ascii_lowercase]
+    vocab_path = out_dir / "vocab.json"
+    vocab_path.write_text(json.dumps({s: i for i, s in enumerate(symbols)}), encoding="utf-8")
+    tokenizer = VitsTokenizer(
+        vocab_file=str(vocab_path),
+        pad_token="<pad>",
+        unk_token="<unk>",
+        language=language,
+        add_blank=True,
+        phonemize=False,
+        normalize=True,
+    )
+    config = VitsConfig(
+        vocab_size=len(symbols),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        window_size=2,
+        ffn_dim=32,
+        flow_size=8,
+        spectrogram_bins=9,
+        upsample_initial_channel=16,
+        upsample_rates=[4, 4],
+        upsample_kernel_sizes=[8, 8],
+        resblock_kernel_sizes=[3, 5],
+        resblock_dilation_sizes=[[1, 2], [1, 3]],
+        prior_encoder_num_flows=2,
+        prior_encoder_num_wavenet_layers=2,
+        posterior_encoder_num_wavenet_layers=1,
+        duration_predictor_filter_channels=16,
+        depth_separable_num_layers=2,
+        duration_predictor_num_flows=2,
+        sampling_rate=TINY_SAMPLE_RATE_HZ,
+    )
+    torch.manual_seed(seed)
+    model = VitsModel(config).eval()
+    # Random duration-predictor weights give wild durations. The last reverse step is the affine flow
+    # (x - translate) * exp(-log_scale): shrink x twenty-fold and shift it so each token lasts about
+    # e^1.4 ≈ 4 frames, still varying with the text and the noise.
+    with torch.no_grad():
+        model.duration_predictor.flows[0].log_scale.fill_(3.0)
+        model.duration_predictor.flows[0].translate.fill_(-1.4 * float(torch.exp(torch.tensor(3.0))))
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

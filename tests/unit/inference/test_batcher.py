@@ -1,0 +1,232 @@
+"""Batcher behaviour with a scripted runner (a fake is fine here: these tests are about batching)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from inference import BatcherStoppedError, MicroBatcher, QueueFullError, SynthesisError
+
+
+@dataclass(frozen=True)
+class Item:
+    text: str
+    key: str = "a"
+
+
+class ScriptedRunner:
+    """Records every batch; ``gate`` lets a test hold the worker inside a batch."""
+
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.fail_on = fail_on
+
+    def __call__(self, items: Sequence[Item]) -> list[str]:
+        self.batches.append([item.text for item in items])
+        self.entered.set()
+        self.gate.wait(10)
+        if self.fail_on is not None and any(item.text == self.fail_on for item in items):
+            raise RuntimeError("boom")
+        return [item.text.upper() for item in items]
+
+
+def make(runner: ScriptedRunner, **kwargs: object) -> MicroBatcher[Item, str]:
+    options: dict[str, object] = {"max_batch_size": 4, "max_queue_size": 16}
+    options.update(kwargs)
+    batcher: MicroBatcher[Item, str] = MicroBatcher(
+        runner,
+        length_of=lambda item: len(item.text),
+        key_of=lambda item: item.key,
+        **options,  # type: ignore[arg-type]
+    )
+    batcher.start()
+    return batcher
+
+
+@pytest.fixture
+def runner() -> Iterator[ScriptedRunner]:
+    scripted = ScriptedRunner()
+    yield scripted
+    scripted.gate.set()
+
+
+async def _wait_for(event: threading.Event) -> None:
+    for _ in range(500):
+        if event.is_set():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the worker never started a batch")
+
+
+async def test_each_caller_gets_its_own_result(runner: ScriptedRunner) -> None:
+    batcher = make(runner)
+    texts = [f"text-{i}" for i in range(12)]
+    results = await asyncio.gather(*(batcher.submit(Item(t)) for t in texts))
+    assert [r.value for r in results] == [t.upper() for t in texts]
+    batcher.stop()
+
+
+async def test_jobs_gather_while_a_batch_runs_and_are_sorted_by_length(runner: ScriptedRunner) -> None:
+    batcher = make(runner)
+    runner.gate.clear()
+    first = asyncio.ensure_future(batcher.submit(Item("first")))
+    await _wait_for(runner.entered)  # the worker is busy with a batch of one
+    waiting = [asyncio.ensure_future(batcher.submit(Item(t))) for t in ("ccc", "a", "bb")]
+    await asyncio.sleep(0.05)
+    assert batcher.queue_depth == 3
+    runner.gate.set()
+    done = await asyncio.gather(first, *waiting)
+    assert runner.batches == [["first"], ["a", "bb", "ccc"]]
+    assert [d.batch_size for d in done] == [1, 3, 3, 3]
+    assert [d.value for d in done] == ["FIRST", "CCC", "A", "BB"]
+    batcher.stop()
+
+
+async def test_an_idle_worker_starts_at_once_without_waiting_for_a_full_batch(runner: ScriptedRunner) -> None:
+    batcher = make(runner, max_batch_wait_s=0.0)
+    done = await batcher.submit(Item("alone"))
+    assert done.batch_size == 1
+    batcher.stop()
+
+
+async def test_batch_wait_fills_batches(runner: ScriptedRunner) -> None:
+    batcher = make(runner, max_batch_wait_s=0.5)
+    done = await asyncio.gather(*(batcher.submit(Item(str(i))) for i in range(4)))
+    assert {d.batch_size for d in done} == {4}
+    batcher.stop()
+
+
+async def test_batches_never_exceed_the_maximum(runner: ScriptedRunner) -> None:
+    batcher = make(runner, max_batch_size=3)
+    runner.gate.clear()
+    blocker = asyncio.ensure_future(batcher.submit(Item("block")))
+    await _wait_for(runner.entered)
+    rest = [asyncio.ensure_future(batcher.submit(Item(str(i)))) for i in range(7)]
+    await asyncio.sleep(0.05)
+    runner.gate.set()
+    await asyncio.gather(blocker, *rest)
+    assert [len(b) for b in runner.batches] == [1, 3, 3, 1]
+    batcher.stop()
+
+
+async def test_a_full_queue_refuses_at_once_with_a_retry_hint(runner: ScriptedRunner) -> None:
+    batcher = make(runner, max_queue_size=2)
+    runner.gate.clear()
+    blocker = asyncio.ensure_future(batcher.submit(Item("block")))
+    await _wait_for(runner.entered)
+    queued = [asyncio.ensure_future(batcher.submit(Item(str(i)))) for i in range(2)]
+    await asyncio.sleep(0.02)
+    with pytest.raises(QueueFullError) as refused:
+        await batcher.submit(Item("one too many"))
+    assert refused.value.retry_after_s >= 1
+    runner.gate.set()
+    await asyncio.gather(blocker, *queued)
+    batcher.stop()
+
+
+async def test_a_multi_job_request_is_admitted_whole_or_not_at_all(runner: ScriptedRunner) -> None:
+    batcher = make(runner, max_queue_size=3)
+    runner.gate.clear()
+    blocker = asyncio.ensure_future(batcher.submit(Item("block")))
+    await _wait_for(runner.entered)
+    with pytest.raises(QueueFullError):
+        await batcher.run([Item(str(i)) for i in range(4)])
+    assert batcher.queue_depth == 0
+    runner.gate.set()
+    await blocker
+    batcher.stop()
+
+
+async def test_different_keys_never_share_a_batch_and_the_oldest_goes_first(runner: ScriptedRunner) -> None:
+    batcher = make(runner)
+    runner.gate.clear()
+    blocker = asyncio.ensure_future(batcher.submit(Item("block", key="x")))
+    await _wait_for(runner.entered)
+    jobs = [Item("a1", "a"), Item("b1", "b"), Item("a2", "a"), Item("b2", "b")]
+    futures = [asyncio.ensure_future(batcher.submit(job)) for job in jobs]
+    await asyncio.sleep(0.05)
+    runner.gate.set()
+    done = await asyncio.gather(blocker, *futures)
+    assert runner.batches[1:] == [["a1", "a2"], ["b1", "b2"]]
+    assert [d.value for d in done[1:]] == ["A1", "B1", "A2", "B2"]
+    batcher.stop()
+
+
+async def test_cancelled_callers_are_dropped_before_their_batch_forms(runner: ScriptedRunner) -> None:
+    batcher = make(runner)
+    runner.gate.clear()
+    blocker = asyncio.ensure_future(batcher.submit(Item("block")))
+    await _wait_for(runner.entered)
+    gone = [asyncio.ensure_future(batcher.submit(Item(f"gone-{i}"))) for i in range(3)]
+    kept = asyncio.ensure_future(batcher.submit(Item("kept")))
+    await asyncio.sleep(0.02)
+    for future in gone:
+        future.cancel()
+    await asyncio.sleep(0.02)
+    runner.gate.set()
+    await asyncio.gather(blocker, kept)
+    assert runner.batches == [["block"], ["kept"]]
+    assert batcher.jobs_dropped_abandoned == 3
+    batcher.stop()
+
+
+async def test_a_failing_job_fails_alone(runner: ScriptedRunner) -> None:
+    runner.fail_on = "bad"
+    batcher = make(runner)
+    runner.gate.clear()
+    blocker = asyncio.ensure_future(batcher.submit(Item("block")))
+    await _wait_for(runner.entered)
+    futures = [asyncio.ensure_future(batcher.submit(Item(t))) for t in ("ok1", "bad", "ok2", "ok3")]
+    await asyncio.sleep(0.02)
+    runner.gate.set()
+    results = await asyncio.gather(blocker, *futures, return_exceptions=True)
+    assert [r.value if not isinstance(r, BaseException) else type(r) for r in results] == [
+        "BLOCK",
+        "OK1",
+        SynthesisError,
+        "OK2",
+        "OK3",
+    ]
+    assert batcher.alive
+    batcher.stop()
+
+
+async def test_stop_with_drain_finishes_queued_jobs_and_then_refuses(runner: ScriptedRunner) -> None:
+    batcher = make(runner)
+    runner.gate.clear()
+    futures = [asyncio.ensure_future(batcher.submit(Item(str(i)))) for i in range(6)]
+    await _wait_for(runner.entered)
+    stopper = asyncio.get_running_loop().run_in_executor(None, lambda: batcher.stop(drain=True, timeout_s=10))
+    await asyncio.sleep(0.02)
+    with pytest.raises(BatcherStoppedError):
+        await batcher.submit(Item("late"))
+    runner.gate.set()
+    await stopper
+    done = await asyncio.gather(*futures)
+    assert [d.value for d in done] == [str(i) for i in range(6)]
+
+
+async def test_a_batcher_refuses_before_start() -> None:
+    batcher: MicroBatcher[Item, str] = MicroBatcher(ScriptedRunner(), max_batch_size=2, max_queue_size=2)
+    with pytest.raises(BatcherStoppedError):
+        await batcher.submit(Item("early"))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_batch_size": 0, "max_queue_size": 1},
+        {"max_batch_size": 1, "max_queue_size": 0},
+        {"max_batch_size": 1, "max_queue_size": 1, "max_batch_wait_s": -1},
+    ],
+)
+def test_nonsense_limits_are_refused(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        MicroBatcher(ScriptedRunner(), **kwargs)  # type: ignore[arg-type]

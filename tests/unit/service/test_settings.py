@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+
+from service.settings import Settings, SettingsError
+
+
+def test_defaults_with_an_empty_environment() -> None:
+    settings = Settings.from_env({})
+    assert settings.port == 8000
+    assert settings.port_health is None
+    assert settings.api_keys == ()
+    assert settings.model is None
+    assert settings.max_text_chars == 5000
+    assert settings.max_queue == 256
+    assert settings.max_batch_wait_ms == 0.0
+    assert settings.host == "0.0.0.0"
+
+
+def test_values_come_from_the_documented_names() -> None:
+    settings = Settings.from_env(
+        {
+            "PORT": "80",
+            "PORT_HEALTH": "8081",
+            "API_KEY": " k1 , k2 ,",
+            "CHORUS_MODEL": "/models/voice",
+            "CHORUS_MAX_BATCH_SIZE": "32",
+            "CHORUS_MAX_BATCH_WAIT_MS": "2.5",
+            "CHORUS_DTYPE": "BF16",
+            "CHORUS_LOG_LEVEL": "debug",
+        }
+    )
+    assert (settings.port, settings.port_health) == (80, 8081)
+    assert settings.api_keys == ("k1", "k2")
+    assert settings.model == "/models/voice"
+    assert settings.max_batch_size == 32
+    assert settings.max_batch_wait_ms == 2.5
+    assert settings.dtype == "bf16"
+    assert settings.log_level == "DEBUG"
+
+
+def test_an_empty_api_key_requires_no_key() -> None:
+    assert Settings.from_env({"API_KEY": ""}).api_keys == ()
+
+
+def test_runpod_api_key_is_never_read() -> None:
+    assert Settings.from_env({"RUNPOD_API_KEY": "rp_secret"}).api_keys == ()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PORT", "eighty"),
+        ("PORT", "70000"),
+        ("CHORUS_MAX_QUEUE", "0"),
+        ("CHORUS_MAX_BATCH_SIZE", "-3"),
+        ("CHORUS_DTYPE", "fp8"),
+        ("CHORUS_MAX_BATCH_WAIT_MS", "soon"),
+    ],
+)
+def test_a_malformed_value_names_its_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_an_unknown_chorus_variable_is_refused() -> None:
+    with pytest.raises(SettingsError, match="CHORUS_MAX_QEUE"):
+        Settings.from_env({"CHORUS_MAX_QEUE": "5"})
+
+
+def test_keys_never_appear_in_the_repr() -> None:
+    settings = Settings.from_env({"API_KEY": "super-secret-1,super-secret-2"})
+    assert "super-secret" not in repr(settings)
+    assert "2 key(s)" in repr(settings)
+
+
+def test_cache_dir_follows_xdg_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", "/tmp/xdg")
+    assert str(Settings.from_env({}).resolved_cache_dir) == "/tmp/xdg/chorus"
+    assert str(Settings.from_env({"CHORUS_CACHE_DIR": "/srv/c"}).resolved_cache_dir) == "/srv/c"
