@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -58,12 +59,15 @@ class MicroBatcher(Generic[T, R]):
     """Bounded admission, one worker thread, batches formed from whatever is waiting.
 
     ``run_batch`` receives a list of items sorted by ``length_of`` and must return one result per item
-    in the same order. Items whose ``key_of`` differ never share a call.
+    in the same order. Items whose ``key_of`` differ never share a call. It may instead come from the
+    ``setup`` callable given to ``start``, which runs on the worker thread itself: loading and warming a
+    model on the thread that will run it matters on CPU, where each thread that enters torch gets its
+    own OpenMP team and a second team competes with the first for the cores (measured: 40 % slower).
     """
 
     def __init__(
         self,
-        run_batch: Callable[[list[T]], Sequence[R]],
+        run_batch: Callable[[list[T]], Sequence[R]] | None = None,
         *,
         max_batch_size: int,
         max_queue_size: int,
@@ -101,14 +105,21 @@ class MicroBatcher(Generic[T, R]):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
-        """Start the worker thread; ``run`` is refused before this."""
+    def start(self, setup: Callable[[], Callable[[list[T]], Sequence[R]]] | None = None) -> Future[None]:
+        """Start the worker thread. ``setup``, if given, runs on it first and returns the batch function.
+
+        The returned future completes when the worker is ready (or fails with ``setup``'s exception);
+        ``run`` is admitted only from then on.
+        """
+        if setup is None and self._run_batch is None:
+            raise ValueError("give the batcher a run_batch function or a setup that returns one")
+        ready: Future[None] = Future()
         with self._cond:
             if self._thread is not None:
                 raise RuntimeError("batcher already started")
-            self._accepting = True
-            self._thread = threading.Thread(target=self._worker, name=self._name, daemon=True)
+            self._thread = threading.Thread(target=self._worker, args=(setup, ready), name=self._name, daemon=True)
             self._thread.start()
+        return ready
 
     def close(self) -> None:
         """Refuse new jobs from now on; queued and running jobs still complete."""
@@ -212,7 +223,17 @@ class MicroBatcher(Generic[T, R]):
 
     # ------------------------------------------------------------------ worker
 
-    def _worker(self) -> None:
+    def _worker(self, setup: Callable[[], Callable[[list[T]], Sequence[R]]] | None, ready: Future[None]) -> None:
+        if setup is not None:
+            try:
+                self._run_batch = setup()
+            except BaseException as exc:
+                self.failure = exc
+                ready.set_exception(exc)
+                return
+        with self._cond:
+            self._accepting = not self._stop
+        ready.set_result(None)
         try:
             while True:
                 batch = self._next_batch()
@@ -293,6 +314,7 @@ class MicroBatcher(Generic[T, R]):
         """Run a batch; if it raises, split it until the failing job is alone, so others still succeed."""
         t0 = time.monotonic()
         try:
+            assert self._run_batch is not None
             results = self._run_batch([job.item for job in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"backend returned {len(results)} results for {len(batch)} jobs")

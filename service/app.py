@@ -7,7 +7,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,8 +15,8 @@ import anyio
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 from litestar.enums import ScopeType
+from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference import MicroBatcher
@@ -57,33 +57,37 @@ def _load_backend(settings: Settings) -> Backend:
 
 
 async def _bring_up(chorus: ServiceState, backend: Backend | None) -> None:
-    """Load, warm up and start the batcher; any failure is recorded (→ 503), never raised."""
+    """Load and warm up the model on the batcher's own thread; a failure is recorded (→ 503), never raised."""
     settings = chorus.settings
     t0 = time.monotonic()
+    loaded: list[Backend] = []
+
+    def setup() -> Callable[[list[SynthesisJob]], Sequence[object]]:
+        # Runs on the worker thread that will run every batch (see MicroBatcher.start for why).
+        model = backend if backend is not None else _load_backend(settings)
+        model.warmup()
+        loaded.append(model)
+        return model.synthesize
+
+    batcher: MicroBatcher[SynthesisJob, object] = MicroBatcher(
+        max_batch_size=settings.max_batch_size,
+        max_queue_size=settings.max_queue,
+        max_batch_wait_s=settings.max_batch_wait_ms / 1000.0,
+        length_of=lambda job: job.length,
+        key_of=lambda job: loaded[0].batch_key(job),
+    )
     try:
-        if backend is None:
-            backend = await anyio.to_thread.run_sync(_load_backend, settings)
-        await anyio.to_thread.run_sync(backend.warmup)
-        loaded: Backend = backend
-        batcher: MicroBatcher[SynthesisJob, object] = MicroBatcher(
-            loaded.synthesize,
-            max_batch_size=settings.max_batch_size,
-            max_queue_size=settings.max_queue,
-            max_batch_wait_s=settings.max_batch_wait_ms / 1000.0,
-            length_of=lambda job: job.length,
-            key_of=loaded.batch_key,
-        )
-        batcher.start()
+        await asyncio.wrap_future(batcher.start(setup))
     except Exception as exc:  # an escaping exception would kill the lifespan: record it instead
         chorus.failure = f"model failed to load: {exc}"
         chorus.phase = Phase.FAILED
         log.error("%s", chorus.failure, exc_info=not isinstance(exc, (OSError, ValueError)))
         return
-    chorus.backend, chorus.batcher = loaded, batcher
+    chorus.backend, chorus.batcher = loaded[0], batcher
     chorus.load_s = time.monotonic() - t0
     if chorus.phase is Phase.LOADING:  # a SIGTERM during the load keeps the server draining
         chorus.phase = Phase.READY
-    info = loaded.info
+    info = loaded[0].info
     log.info(
         "ready: %s (%s, %d Hz, %s, %s) in %.1f s",
         info.name, info.family, info.sample_rate_hz, info.device, info.dtype, chorus.load_s,

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from inference.backends.espeak import EspeakPhonemizer
 from inference.errors import InvalidTextError, ModelLoadError
 
 __all__ = ["PIPER_CONFIG_NAME", "MmsFrontend", "PiperFrontend", "TextFrontend", "load_frontend"]
@@ -72,21 +73,6 @@ class MmsFrontend:
         return [np.asarray(ids, dtype=np.int64)]
 
 
-_ESPEAK_LOCK = threading.Lock()  # espeak-ng keeps global state: one phonemization at a time, process-wide
-_ESPEAK: Any = None
-
-
-def _espeak() -> Any:
-    global _ESPEAK
-    if _ESPEAK is None:
-        try:
-            from piper.phonemize_espeak import EspeakPhonemizer
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ModelLoadError("Piper voices need the phonemizer from piper-tts: install chorus-tts[voice]") from exc
-        _ESPEAK = EspeakPhonemizer()
-    return _ESPEAK
-
-
 class PiperFrontend:
     """espeak-ng phonemes → ids exactly as Piper builds them: ``^ _ p1 _ p2 _ … pn _ $`` per sentence."""
 
@@ -101,8 +87,7 @@ class PiperFrontend:
             raise ModelLoadError(
                 f"{source}: phoneme_type {config.get('phoneme_type')!r} is not supported (espeak only)"
             )
-        clusters = config.get("vowel_clusters") or []
-        self._clusters = {tuple(c) for c in clusters} or None
+        self._phonemizer = EspeakPhonemizer(self.espeak_voice, config.get("vowel_clusters"))
         language = config.get("language") or {}
         declared = [str(language.get("family") or self.espeak_voice.split("-")[0])]
         if language.get("code"):
@@ -116,10 +101,7 @@ class PiperFrontend:
 
     def phonemize(self, text: str) -> list[list[str]]:
         """espeak-ng phonemes (NFD code points), grouped by sentence, punctuation kept."""
-        espeak = _espeak()
-        with _ESPEAK_LOCK:
-            result: list[list[str]] = espeak.phonemize(self.espeak_voice, text, vowel_clusters=self._clusters)
-        return result
+        return self._phonemizer.phonemize(text)
 
     def encode(self, text: str) -> list[npt.NDArray[np.int64]]:
         """One id sequence per sentence that has anything to say."""

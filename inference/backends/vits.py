@@ -193,6 +193,10 @@ class VitsBackend:
         if hasattr(model, "posterior_encoder"):
             del model.posterior_encoder
         model.to(self.device, dtype=torch.float32)
+        if self.device.type == "cuda" and self._half is torch.float32:
+            # fp32 means fp32: TF32 convolutions make a row's samples depend on its batch's shape.
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         if self._half is not torch.float32:
             # The text encoder and the duration predictor are cheap and their spline flows are touchy in
             # half precision; the flow and the vocoder carry nearly all the FLOPs.
@@ -288,16 +292,20 @@ class VitsBackend:
         half = self._half
         out_mask_h = out_mask.to(half)
         speaker_h = None if speaker is None else speaker.to(half)
-        latents = model.flow(latents.to(half), out_mask_h, speaker_h, reverse=True) * out_mask_h
+        latents = latents.to(half)
 
         if self.batch_decoder:
+            latents = model.flow(latents, out_mask_h, speaker_h, reverse=True) * out_mask_h
             waves = self._decode(latents, out_mask_h, speaker_h).float()
             flat = waves.squeeze(1).cpu().numpy()
             return [flat[row, : frames[row] * self.hop].copy() for row in range(batch)]
+        # Row by row, the frame-rate flow and the vocoder do no padded work: on a few CPU cores that
+        # beats batching them (benchmarks/bench_backend.py); only the cheap text side is batched.
         results = []
         for row in range(batch):
             single = latents[row : row + 1, :, : frames[row]]
             g = None if speaker_h is None else speaker_h[row : row + 1]
+            single = model.flow(single, out_mask_h[row : row + 1, :, : frames[row]], g, reverse=True)
             results.append(self._decode(single, None, g).float().squeeze().cpu().numpy().reshape(-1))
         return results
 

@@ -46,7 +46,7 @@ def make(runner: ScriptedRunner, **kwargs: object) -> MicroBatcher[Item, str]:
         key_of=lambda item: item.key,
         **options,  # type: ignore[arg-type]
     )
-    batcher.start()
+    batcher.start().result(timeout=10)
     return batcher
 
 

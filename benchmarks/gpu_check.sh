@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The GPU check, prepared to run in one call on a machine with no network (see docs in the script).
+# Here:  python benchmarks/prepare_gpu_bundle.py      (builds .gpu/ and .whl/, both git-ignored)
+# There: bash benchmarks/gpu_check.sh [gpu_bench.py options]   (carry .gpu and .whl)
+# Prints exactness, raw backend throughput by batch size and precision, and the HTTP service under load.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+fi
+# .gpu/piper holds espeak's bridge as a plain folder, found as the namespace package "piper".
+export PYTHONPATH="$PWD:$PWD/.gpu:${PYTHONPATH:-}"
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null || true
+python3 benchmarks/gpu_bench.py "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_check.log"

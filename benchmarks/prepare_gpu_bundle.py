@@ -1,0 +1,78 @@
+"""Build ``.gpu/`` (git-ignored): what ``benchmarks/gpu_check.sh`` needs on a GPU machine with no network.
+
+* ``.gpu/voice/``: the embedded voice, converted, with weights stored in fp16 to halve the transfer
+  (the backend casts them back to fp32 at load; fp16 storage changes samples by ~1e-3 at most);
+* ``.gpu/piper/``: piper-tts's espeak bridge with the English espeak-ng data only;
+* ``.whl/``: wheels a stock CUDA PyTorch image lacks (litestar, msgspec, granian and their needs).
+
+Run: ``python benchmarks/prepare_gpu_bundle.py`` (then carry ``.gpu`` and ``.whl``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WHEELS = [
+    "litestar==2.25.0",
+    "msgspec==0.22.0",
+    "granian==2.8.9",
+    "litestar-htmx==0.5.0",
+    "polyfactory==3.5.0",
+    "faker==40.63.0",
+    "multipart==2.0.1",
+    "rich-click==1.9.9",
+    "sniffio==1.3.1",
+]
+PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
+
+
+def main() -> int:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    sys.path.insert(0, str(ROOT))
+    from inference.backends import DEFAULT_VOICE, ModelSpec, resolve_model_path
+
+    bundle = ROOT / ".gpu"
+    shutil.rmtree(bundle, ignore_errors=True)
+    source, _ = resolve_model_path(ModelSpec(cache_dir=Path.home() / ".cache" / "chorus"))
+    voice = bundle / "voice"
+    voice.mkdir(parents=True)
+    for name in ("config.json", "piper.json"):
+        shutil.copy(Path(source) / name, voice / name)
+    weights = load_file(str(Path(source) / "model.safetensors"))
+    save_file({k: v.to(torch.float16) for k, v in weights.items()}, str(voice / "model.safetensors"), {"format": "pt"})
+    print(f"{DEFAULT_VOICE}: {sum(v.numel() for v in weights.values()) / 1e6:.1f} M parameters, stored fp16")
+
+    spec = importlib.util.find_spec("piper")
+    assert spec is not None
+    assert spec.submodule_search_locations
+    piper_src = Path(next(iter(spec.submodule_search_locations)))
+    piper_dst = bundle / "piper"
+    piper_dst.mkdir()
+    shutil.copy(piper_src / "espeakbridge.so", piper_dst / "espeakbridge.so")
+    shutil.copytree(
+        piper_src / "espeak-ng-data",
+        piper_dst / "espeak-ng-data",
+        ignore=lambda _dir, names: [n for n in names if n.endswith("_dict") and n != "en_dict"],
+    )
+
+    wheels = ROOT / ".whl"
+    shutil.rmtree(wheels, ignore_errors=True)
+    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(wheels)]
+    command += ["--python-version", "3.12", "--implementation", "cp"]
+    for platform in PLATFORMS:
+        command += ["--platform", platform]
+    subprocess.run([*command, *WHEELS], check=True)
+    total = sum(p.stat().st_size for p in [*bundle.rglob("*"), *wheels.rglob("*")] if p.is_file())
+    print(f"bundle: {total / 2**20:.1f} MiB in .gpu and .whl")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

