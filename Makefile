@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install Chorus with the embedded voice and dev tools
 
-serve: $(STAMP) ## install if needed, then serve the API on $$PORT (default 8000)
+serve: $(STAMP) ## install if needed, then serve the API on PORT (default 8000)
 	$(VENV)/bin/chorus serve
 
 test: $(STAMP) ## install if needed, then run the whole test suite
