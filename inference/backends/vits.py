@@ -101,6 +101,42 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+_MASK32 = 0xFFFFFFFF
+_DURATION_STREAM, _PRIOR_STREAM = 1, 2
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (xorshift-multiply rounds) on int64 tensors holding values below 2**32.
+
+    Multipliers stay below 2**31 so no product overflows int64; values stay non-negative, so the
+    arithmetic right shift is a logical one.
+    """
+    x = ((x ^ (x >> 16)) * 0x7FEB352D) & _MASK32
+    x = ((x ^ (x >> 15)) * 0x2C1B3C6D) & _MASK32
+    return x ^ (x >> 16)
+
+
+def seeded_normal(seeds: torch.Tensor, stream: int, channels: int, length: int) -> torch.Tensor:
+    """Standard normal noise of shape (rows, channels, length), element (r, c, t) a function of
+    (seeds[r], stream, c, t) only.
+
+    A counter-based generator: one vectorised pass for the whole batch, no per-row generator state, no
+    host round trips, and a row's noise cannot depend on its batch-mates or on padding. Two 32-bit
+    hashes per element feed a Box-Muller transform.
+    """
+    device = seeds.device
+    row = _mix32((seeds & _MASK32) ^ ((stream * 0x9E3779B9) & _MASK32))
+    row = _mix32(row ^ ((seeds >> 32) & _MASK32))
+    channel = _mix32(row[:, None] ^ torch.arange(channels, device=device)[None, :])
+    position = (torch.arange(length, device=device) * 0x27D4EB2F) & _MASK32
+    first = _mix32(channel[:, :, None] ^ position[None, None, :])
+    second = _mix32(first ^ 0x68E31DA4)
+    scale = 1.0 / 4294967296.0
+    u1 = (first.to(torch.float32) + 1.0) * scale  # (0, 1]: log stays finite
+    u2 = second.to(torch.float32) * scale
+    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
+
+
 def _round_up(value: int, multiple: int) -> int:
     return value if multiple <= 1 else -(-value // multiple) * multiple
 
@@ -122,6 +158,8 @@ class VitsBackend:
         if dtype not in _DTYPES:
             raise ModelLoadError(f"unsupported dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
         if dtype != "fp32" and device.type != "cuda":
+            # Measured on a 2-core AMX Xeon: bf16 autocast made the whole path 2.5x slower (weights recast
+            # on every call), bf16 weights barely faster; fp32 is the CPU path.
             raise ModelLoadError(f"dtype {dtype} needs a CUDA device; the CPU path runs fp32")
         self.model = model
         self.frontend = frontend
@@ -135,7 +173,7 @@ class VitsBackend:
         # later CUDA graphs); masking keeps the result exact, so it only costs a little padded work.
         self.length_bucket = (16 if device.type == "cuda" else 1) if length_bucket is None else length_bucket
         self._half = _DTYPES[dtype]
-        self._dtype_name = dtype
+        self._pinned: torch.Tensor | None = None
         self.defaults = (
             float(self.config.noise_scale),
             float(self.config.noise_scale_duration),
@@ -193,6 +231,8 @@ class VitsBackend:
         if hasattr(model, "posterior_encoder"):
             del model.posterior_encoder
         model.to(self.device, dtype=torch.float32)
+        if self.device.type == "cpu":
+            self._prepack_cpu_convolutions()
         if self.device.type == "cuda" and self._half is torch.float32:
             # fp32 means fp32: TF32 convolutions make a row's samples depend on its batch's shape.
             torch.backends.cuda.matmul.allow_tf32 = False
@@ -204,6 +244,19 @@ class VitsBackend:
             model.decoder.to(self._half)
         for param in model.parameters():
             param.requires_grad_(False)
+
+    def _prepack_cpu_convolutions(self) -> None:
+        """Hand the flow's and vocoder's convolutions to oneDNN with weights packed once, not per call.
+
+        Same arithmetic (tested bit-identical), ~11 % less vocoder time on a 2-core Xeon.
+        """
+        if not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
+            return
+        import torch.utils.mkldnn as mkldnn_utils
+
+        for parent in (self.model.flow, self.model.decoder):
+            for name, child in list(parent.named_children()):
+                parent._modules[name] = _prepacked(child, mkldnn_utils)
 
     # ------------------------------------------------------------------ protocol
 
@@ -248,7 +301,10 @@ class VitsBackend:
         in_mask = in_mask_bool.to(torch.float32).unsqueeze(1)  # (B, 1, T_in)
 
         noise_scale, noise_w, length_scale = self._row_scales(jobs)
-        generators = self._generators(jobs, noise_scale, noise_w)
+        # Rows at temperature 0 need no noise; if every row is, none is drawn at all.
+        seeds = None
+        if any(job.params.temperature != 0.0 for job in jobs):
+            seeds = torch.tensor([job.params.seed for job in jobs], dtype=torch.int64, device=device)
 
         speaker = self._speaker_embeddings(jobs)
         encoded = model.text_encoder(
@@ -261,7 +317,7 @@ class VitsBackend:
         prior_means = encoded.prior_means.transpose(1, 2)  # (B, C, T_in)
         prior_log_var = encoded.prior_log_variances.transpose(1, 2)
 
-        log_duration = self._log_durations(hidden, in_mask, speaker, noise_w, generators, lengths)
+        log_duration = self._log_durations(hidden, in_mask, speaker, noise_w, seeds)
         duration = torch.ceil(torch.exp(log_duration) * in_mask * length_scale[:, None, None]).squeeze(1)
         frames_t = torch.clamp_min(duration.sum(dim=1), 1).long()
         frames = frames_t.tolist()  # the one host sync: the output size depends on predicted durations
@@ -279,25 +335,26 @@ class VitsBackend:
         log_var = torch.gather(prior_log_var, 2, gather_index)
 
         latents = means
-        if generators is not None:
-            noise = torch.zeros_like(means)
-            for row, gen in enumerate(generators):
-                if gen is not None:
-                    noise[row, :, : frames[row]] = torch.randn(
-                        means.shape[1], frames[row], generator=gen, device=device
-                    )
+        if seeds is not None:
+            noise = seeded_normal(seeds, _PRIOR_STREAM, means.shape[1], max_frames)
             latents = means + noise * torch.exp(log_var) * noise_scale[:, None, None]
         latents = latents * out_mask
 
         half = self._half
         out_mask_h = out_mask.to(half)
         speaker_h = None if speaker is None else speaker.to(half)
-        latents = latents.to(half)
+        return self._tail(latents.to(half), out_mask_h, speaker_h, frames)
 
+    def _tail(
+        self, latents: torch.Tensor, out_mask_h: torch.Tensor, speaker_h: torch.Tensor | None, frames: list[int]
+    ) -> list[npt.NDArray[np.float32]]:
+        """Flow (reverse) and vocoder, batched with masks or row by row; waveforms trimmed per row."""
+        model, batch = self.model, len(frames)
         if self.batch_decoder:
             latents = model.flow(latents, out_mask_h, speaker_h, reverse=True) * out_mask_h
-            waves = self._decode(latents, out_mask_h, speaker_h).float()
-            flat = waves.squeeze(1).cpu().numpy()
+            waves = self._decode(latents, out_mask_h, speaker_h).squeeze(1)
+            waves = waves[:, : max(frames) * self.hop].float()
+            flat = self._to_host(waves)
             return [flat[row, : frames[row] * self.hop].copy() for row in range(batch)]
         # Row by row, the frame-rate flow and the vocoder do no padded work: on a few CPU cores that
         # beats batching them (benchmarks/bench_backend.py); only the cheap text side is batched.
@@ -308,6 +365,21 @@ class VitsBackend:
             single = model.flow(single, out_mask_h[row : row + 1, :, : frames[row]], g, reverse=True)
             results.append(self._decode(single, None, g).float().squeeze().cpu().numpy().reshape(-1))
         return results
+
+    def _to_host(self, waves: torch.Tensor) -> npt.NDArray[np.float32]:
+        """Copy a batch of waveforms to host memory; on CUDA through a reused pinned buffer.
+
+        A pageable device-to-host copy of a 64-row batch measured 30 ms on an H200 (16 % of the batch).
+        """
+        if waves.device.type != "cuda":
+            return waves.numpy()
+        count = waves.numel()
+        if self._pinned is None or self._pinned.numel() < count:
+            self._pinned = torch.empty(max(count, 1 << 20), dtype=torch.float32, pin_memory=True)
+        staging = self._pinned[:count].view(waves.shape)
+        staging.copy_(waves, non_blocking=True)
+        torch.cuda.current_stream(waves.device).synchronize()
+        return staging.numpy()
 
     # ------------------------------------------------------------------ pieces of the forward pass
 
@@ -320,20 +392,6 @@ class VitsBackend:
             rows.append((default_noise * factor, default_noise_w * factor, default_length / job.params.speed))
         table = torch.tensor(rows, dtype=torch.float32, device=self.device)
         return table[:, 0], table[:, 1], table[:, 2]
-
-    def _generators(
-        self, jobs: Sequence[SynthesisJob], noise_scale: torch.Tensor, noise_w: torch.Tensor
-    ) -> list[torch.Generator | None] | None:
-        # Per-row generators make a seeded row independent of its batch-mates. Rows at temperature 0 need
-        # no noise at all (and cost none).
-        gens: list[torch.Generator | None] = []
-        for job in jobs:
-            temp = job.params.temperature
-            if temp is not None and temp == 0.0:
-                gens.append(None)
-            else:
-                gens.append(torch.Generator(device=self.device).manual_seed(job.params.seed))
-        return gens if any(g is not None for g in gens) else None
 
     def _speaker_embeddings(self, jobs: Sequence[SynthesisJob]) -> torch.Tensor | None:
         if self.config.num_speakers <= 1:
@@ -350,8 +408,7 @@ class VitsBackend:
         in_mask: torch.Tensor,
         speaker: torch.Tensor | None,
         noise_w: torch.Tensor,
-        generators: list[torch.Generator | None] | None,
-        lengths: list[int],
+        seeds: torch.Tensor | None,
     ) -> torch.Tensor:
         predictor: Any = self.model.duration_predictor
         if not self.config.use_stochastic_duration_prediction:
@@ -362,12 +419,10 @@ class VitsBackend:
             inputs = inputs + predictor.cond(speaker)
         inputs = predictor.conv_dds(inputs, in_mask)
         inputs = predictor.conv_proj(inputs) * in_mask
-        latents = torch.zeros(hidden.shape[0], 2, hidden.shape[2], device=hidden.device)
-        if generators is not None:
-            for row, gen in enumerate(generators):
-                if gen is not None:
-                    latents[row, :, : lengths[row]] = torch.randn(2, lengths[row], generator=gen, device=hidden.device)
-            latents = latents * noise_w[:, None, None]
+        if seeds is None:
+            latents = torch.zeros(hidden.shape[0], 2, hidden.shape[2], device=hidden.device)
+        else:
+            latents = seeded_normal(seeds, _DURATION_STREAM, 2, hidden.shape[2]) * in_mask * noise_w[:, None, None]
         flows = list(reversed(predictor.flows))
         flows = [*flows[:-2], flows[-1]]  # the first conv flow is unused in the reverse direction
         for flow in flows:
@@ -403,6 +458,14 @@ class VitsBackend:
         if mask is not None:
             hidden = hidden * mask
         return torch.tanh(dec.conv_post(hidden))
+
+
+def _prepacked(module: nn.Module, mkldnn_utils: Any) -> nn.Module:
+    if type(module) is nn.Conv1d:
+        return mkldnn_utils.to_mkldnn(module)  # type: ignore[no-any-return]
+    for name, child in list(module.named_children()):
+        module._modules[name] = _prepacked(child, mkldnn_utils)
+    return module
 
 
 def _resblock(block: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None, slope: float) -> torch.Tensor:

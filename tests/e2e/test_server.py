@@ -209,3 +209,24 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(tiny_vits_dir: Path, tm
         assert [status for status, _, _ in results] == [200] * 4
         assert all(len(samples(body)) > 0 for _, _, body in results)
         assert server.process.wait(timeout=60) == 0
+
+
+def test_overload_is_refused_early_with_429_and_retry_after(tiny_vits_dir: Path, tmp_path: Path) -> None:
+    env = {"CHORUS_MODEL": str(tiny_vits_dir), "CHORUS_MAX_QUEUE": "1", "CHORUS_MAX_BATCH_SIZE": "1"}
+    long_text = "the quick brown fox jumps over the lazy dog " * 100
+    with running_server(tmp_path, env) as server, ThreadPoolExecutor(24) as pool:
+        barrier = threading.Barrier(24)
+
+        def call(i: int) -> tuple[int, dict[str, str], bytes]:
+            barrier.wait()
+            return post(server, {"text": long_text + str(i)})
+
+        results = list(pool.map(call, range(24)))
+    statuses = [status for status, _, _ in results]
+    assert set(statuses) <= {200, 429}
+    assert 200 in statuses
+    refused = [(headers, body) for status, headers, body in results if status == 429]
+    assert refused, "24 simultaneous long requests against a queue of one were all admitted"
+    for headers, body in refused:
+        assert int(headers["retry-after"]) >= 1
+        assert "queue is full" in json.loads(body)["detail"]

@@ -135,3 +135,17 @@ def test_text_with_nothing_pronounceable_is_refused(tiny_backend: Any, text: str
 def test_an_unknown_voice_is_refused_with_the_list(tiny_backend: Any) -> None:
     with pytest.raises(UnknownVoiceError, match="not served"):
         tiny_backend.prepare("hello", SynthesisParams(voice="nobody"))
+
+
+def test_seeded_noise_is_standard_normal_and_independent_of_batch_and_padding() -> None:
+    from inference.backends.vits import seeded_normal
+
+    seeds = torch.tensor([0, 1, 12345, 2**62 + 7])
+    noise = seeded_normal(seeds, 2, 64, 4000)
+    assert noise.shape == (4, 64, 4000)
+    assert abs(float(noise.mean())) < 0.01
+    assert abs(float(noise.std()) - 1.0) < 0.01
+    assert abs(float((noise[0] * noise[1]).mean())) < 0.01  # rows are independent
+    alone = seeded_normal(seeds[2:3], 2, 64, 300)
+    assert torch.equal(alone[0], noise[2, :, :300])  # same row, same numbers, whatever the batch or padding
+    assert not torch.equal(seeded_normal(seeds[2:3], 1, 64, 300), alone)  # streams differ
