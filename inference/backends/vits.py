@@ -233,10 +233,12 @@ class VitsBackend:
         model.to(self.device, dtype=torch.float32)
         if self.device.type == "cpu":
             self._prepack_cpu_convolutions()
-        if self.device.type == "cuda" and self._half is torch.float32:
-            # fp32 means fp32: TF32 convolutions make a row's samples depend on its batch's shape.
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
+        if self.device.type == "cuda":
+            # fp32 means fp32: TF32 convolutions make a row's samples depend on its batch's shape. Half
+            # precision gives that exactness up anyway, and cuDNN's choices with TF32 off measured worse.
+            exact = self._half is torch.float32
+            torch.backends.cuda.matmul.allow_tf32 = not exact
+            torch.backends.cudnn.allow_tf32 = not exact
         if self._half is not torch.float32:
             # The text encoder and the duration predictor are cheap and their spline flows are touchy in
             # half precision; the flow and the vocoder carry nearly all the FLOPs.
