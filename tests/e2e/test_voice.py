@@ -19,6 +19,7 @@ from inference.audio import wav_bytes
 from inference.backends.base import SynthesisParams
 from inference.errors import ModelLoadError
 from tests.e2e.server import Server, chorus_executable, running_server
+from tests.helpers import ping_after_loading
 
 pytestmark = pytest.mark.slow
 
@@ -203,8 +204,6 @@ def test_a_missing_or_unsupported_config_is_named_in_the_error(tmp_path: Path) -
 
 
 async def test_a_broken_voice_makes_ping_503(tmp_path: Path) -> None:
-    import asyncio
-
     from litestar.testing import AsyncTestClient
 
     from service.app import create_app
@@ -214,11 +213,7 @@ async def test_a_broken_voice_makes_ping_503(tmp_path: Path) -> None:
     onnx.write_bytes(b"\x00garbage")
     app = create_app(Settings(model=str(onnx), cache_dir=str(tmp_path / "cache")))
     async with AsyncTestClient(app) as client:
-        for _ in range(1000):
-            response = await client.get("/ping")
-            if response.status_code != 204:
-                break
-            await asyncio.sleep(0.01)
+        response = await ping_after_loading(client)
         assert response.status_code == 503
         assert "copy.onnx" in response.json()["detail"]
 

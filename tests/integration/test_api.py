@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import threading
 import wave
@@ -15,18 +14,14 @@ from litestar.testing import AsyncTestClient
 
 from service.app import create_app
 from service.settings import Settings
+from tests.helpers import ping_after_loading
 
 KEY = "test-key-123"
 
 
 async def wait_ready(client: AsyncTestClient[Any]) -> None:
-    for _ in range(500):
-        response = await client.get("/ping")
-        if response.status_code != 204:
-            assert response.status_code == 200, response.text
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("never became ready")
+    response = await ping_after_loading(client)
+    assert response.status_code == 200, response.text
 
 
 @pytest.fixture
@@ -90,11 +85,7 @@ async def test_ping_is_a_bare_204_while_loading_then_200(tiny_backend: Any) -> N
 async def test_a_model_that_fails_to_load_answers_503_never_200(tmp_path: Path) -> None:
     app = create_app(Settings(model=str(tmp_path / "missing-model")))
     async with AsyncTestClient(app) as client:
-        for _ in range(500):
-            response = await client.get("/ping")
-            if response.status_code != 204:
-                break
-            await asyncio.sleep(0.01)
+        response = await ping_after_loading(client)
         assert response.status_code == 503
         assert response.json()["status"] == "error"
         assert "missing-model" in response.json()["detail"]
