@@ -17,11 +17,11 @@ from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from inference.errors import BatcherStoppedError, QueueFullError, SynthesisError
 
-__all__ = ["Completed", "MicroBatcher"]
+__all__ = ["BatchGroup", "Completed", "MicroBatcher", "Pending"]
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,19 @@ class Completed(Generic[R]):
 
 
 @dataclass(slots=True, eq=False)
+class BatchGroup:
+    """Jobs that belong together (one request or one stream). A progressive group may put at most
+    ``started + 1`` of its jobs into one batch, so its first job runs alone (fast first audio for a
+    stream) and later batches take 2, 4, 8 ... of them, in order."""
+
+    progressive: bool = False
+    started: int = 0
+
+
+@dataclass(slots=True, eq=False)
 class _Job(Generic[T, R]):
     item: T
+    group: BatchGroup
     key: Hashable
     length: int
     future: asyncio.Future[Completed[R]]
@@ -53,6 +64,30 @@ class _Job(Generic[T, R]):
     # read only means one wasted row, never a wrong result, so the GIL's atomic bool store is enough.
     abandoned: bool = False
     started_at: float = field(default=0.0)
+
+
+class Pending(Generic[R]):
+    """Admitted jobs; ``wait`` for their results. Cancelling the waiter abandons the jobs not yet run."""
+
+    def __init__(self, jobs: list[_Job[Any, R]]) -> None:
+        self._jobs = jobs
+
+    async def wait(self) -> list[Completed[R]]:
+        """All results, in order; the first failure is raised."""
+        try:
+            return list(await asyncio.gather(*(job.future for job in self._jobs)))
+        except BaseException:
+            self.abandon()
+            raise
+
+    def abandon(self) -> None:
+        """Drop the jobs not yet taken into a batch (their results, if any, are discarded)."""
+        for job in self._jobs:
+            job.abandoned = True
+            if not job.future.done():
+                job.future.cancel()
+            elif not job.future.cancelled():
+                job.future.exception()  # mark retrieved: one failure must not log the others
 
 
 class MicroBatcher(Generic[T, R]):
@@ -177,19 +212,22 @@ class MicroBatcher(Generic[T, R]):
 
     # ------------------------------------------------------------------ submission
 
-    async def run(self, items: Sequence[T]) -> list[Completed[R]]:
-        """Queue ``items`` together (all admitted or none) and wait for all their results, in order.
+    def enqueue(self, items: Sequence[T], *, group: BatchGroup | None = None) -> Pending[R]:
+        """Queue ``items`` together, all admitted or none, without waiting for them.
 
-        Raises ``QueueFullError`` at once when the queue cannot take them all. If the caller is
-        cancelled, its jobs still waiting are dropped before any batch takes them.
+        A request is admitted while fewer than ``max_queue_size`` jobs wait, and then whole: a request
+        of more sentences than the bound must still be servable, so the queue may overshoot by one
+        request's jobs. Raises ``QueueFullError`` at once when the queue is full, ``BatcherStoppedError``
+        when the batcher is not accepting. Jobs of a progressive ``group`` enter batches 1, 2, 4, ... at a
+        time, in order (see ``BatchGroup``).
         """
-        if not items:
-            return []
         loop = asyncio.get_running_loop()
         now = time.monotonic()
+        group = group or BatchGroup()
         jobs = [
             _Job[T, R](
                 item=item,
+                group=group,
                 key=self._key_of(item),
                 length=self._length_of(item),
                 future=loop.create_future(),
@@ -201,20 +239,20 @@ class MicroBatcher(Generic[T, R]):
         with self._cond:
             if not self._accepting:
                 raise BatcherStoppedError("the batcher is not accepting jobs")
-            if len(self._queue) + len(jobs) > self.max_queue_size:
+            if len(self._queue) >= self.max_queue_size:
                 raise QueueFullError(len(self._queue), self.retry_after_s())
             self._queue.extend(jobs)
             self._cond.notify()
-        try:
-            return list(await asyncio.gather(*(job.future for job in jobs)))
-        except BaseException:
-            for job in jobs:
-                job.abandoned = True
-                if not job.future.done():
-                    job.future.cancel()
-                elif not job.future.cancelled():
-                    job.future.exception()  # mark retrieved: one failure must not log the others
-            raise
+        return Pending(jobs)
+
+    async def run(self, items: Sequence[T], *, group: BatchGroup | None = None) -> list[Completed[R]]:
+        """Queue ``items`` together (all admitted or none) and wait for all their results, in order.
+
+        If the caller is cancelled, its jobs still waiting are dropped before any batch takes them.
+        """
+        if not items:
+            return []
+        return await self.enqueue(items, group=group).wait()
 
     async def submit(self, item: T) -> Completed[R]:
         """Queue one item and wait for its result."""
@@ -274,14 +312,19 @@ class MicroBatcher(Generic[T, R]):
             key = self._queue[0].key
             batch: list[_Job[T, R]] = []
             kept: deque[_Job[T, R]] = deque()
+            taken: dict[int, int] = {}
             while self._queue and len(batch) < self.max_batch_size:
                 job = self._queue.popleft()
+                group = job.group
                 if job.abandoned:
                     self.jobs_dropped_abandoned += 1
-                elif job.key == key:
+                elif job.key == key and (not group.progressive or taken.get(id(group), 0) <= group.started):
                     batch.append(job)
+                    taken[id(group)] = taken.get(id(group), 0) + 1
                 else:
                     kept.append(job)
+            for job in batch:
+                job.group.started += 1
             # Jobs skipped for their key go back in front, in their original order.
             self._queue.extendleft(reversed(kept))
             self._busy_since = time.monotonic()

@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import numpy as np
+import numpy.typing as npt
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -23,9 +25,11 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from inference import MicroBatcher
 from inference.backends import ModelSpec
 from inference.backends.base import Backend, SynthesisJob
+from inference.speech import SpeechPipeline
 from service.auth import require_api_key
 from service.errors import exception_handlers
 from service.health import start_health_server
+from service.openai_api import openai_router
 from service.routes import generate_speech, ping
 from service.settings import Settings
 from service.state import Phase, ServiceState
@@ -63,14 +67,14 @@ async def _bring_up(chorus: ServiceState, backend: Backend | None) -> None:
     t0 = time.monotonic()
     loaded: list[Backend] = []
 
-    def setup() -> Callable[[list[SynthesisJob]], Sequence[object]]:
+    def setup() -> Callable[[list[SynthesisJob]], Sequence[npt.NDArray[np.float32]]]:
         # Runs on the worker thread that will run every batch (see MicroBatcher.start for why).
         model = backend if backend is not None else _load_backend(settings)
         model.warmup()
         loaded.append(model)
         return model.synthesize
 
-    batcher: MicroBatcher[SynthesisJob, object] = MicroBatcher(
+    batcher: MicroBatcher[SynthesisJob, npt.NDArray[np.float32]] = MicroBatcher(
         max_batch_size=settings.max_batch_size,
         max_queue_size=settings.max_queue,
         max_batch_wait_s=settings.max_batch_wait_ms / 1000.0,
@@ -85,6 +89,9 @@ async def _bring_up(chorus: ServiceState, backend: Backend | None) -> None:
         log.error("%s", chorus.failure, exc_info=not isinstance(exc, (OSError, ValueError)))
         return
     chorus.backend, chorus.batcher = loaded[0], batcher
+    chorus.pipeline = SpeechPipeline(
+        loaded[0], batcher, max_chunk_chars=settings.max_chunk_chars, stream_window=settings.max_batch_size
+    )
     chorus.load_s = time.monotonic() - t0
     if chorus.phase is Phase.LOADING:  # a SIGTERM during the load keeps the server draining
         chorus.phase = Phase.READY
@@ -156,7 +163,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     chorus = ServiceState(settings=settings)
     return Litestar(
-        route_handlers=[ping, generate_speech],
+        route_handlers=[ping, generate_speech, openai_router],
         guards=[require_api_key],
         dependencies={"chorus": Provide(_provide_chorus, sync_to_thread=False)},
         exception_handlers=exception_handlers,  # type: ignore[arg-type]

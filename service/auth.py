@@ -29,8 +29,17 @@ def require_api_key(connection: ASGIConnection, handler: BaseRouteHandler) -> No
     keys: tuple[str, ...] = connection.app.state.chorus.settings.api_keys
     if not keys:
         return
-    supplied = connection.headers.get(API_KEY_HEADER)
-    if supplied is None:
-        raise NotAuthorizedException("an API key is required: send it in the X-API-Key header")
-    if not key_matches(supplied, keys):
+    candidates = []
+    if (api_key := connection.headers.get(API_KEY_HEADER)) is not None:
+        candidates.append(api_key)
+    if handler.opt.get("bearer", False):
+        # OpenAI clients send the key as a bearer token. Behind RunPod that header carries RunPod's own
+        # key, so X-API-Key must keep working: either one suffices.
+        scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            candidates.append(token.strip())
+    if not candidates:
+        where = "X-API-Key or Authorization: Bearer" if handler.opt.get("bearer", False) else "the X-API-Key header"
+        raise NotAuthorizedException(f"an API key is required: send it in {where}")
+    if not any(key_matches(candidate, keys) for candidate in candidates):
         raise NotAuthorizedException("the API key is not valid")

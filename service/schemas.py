@@ -19,6 +19,7 @@ Temperature = Annotated[
     ),
 ]
 Speed = Annotated[float, msgspec.Meta(ge=0.25, le=4.0, description="Speaking rate: 2.0 is twice as fast.")]
+SampleRate = Annotated[int, msgspec.Meta(ge=8000, le=48000, description="Resample the output (soxr).")]
 Seed = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED, description="Same seed, text and parameters: same audio.")]
 
 
@@ -33,6 +34,10 @@ class GenerateRequest(msgspec.Struct, kw_only=True):
     voice: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     #: Piper's name for the same thing; ``voice`` wins when both are given.
     speaker: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    #: Stream the audio as each sentence finishes (WAV with unknown sizes, or the chosen format).
+    stream: bool = False
+    response_format: Annotated[str, msgspec.Meta(max_length=10, description="wav, pcm, flac, mp3, opus, aac")] = "wav"
+    sample_rate: SampleRate | None = None
 
 
 class Health(msgspec.Struct):

@@ -43,6 +43,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cache_dir: str | None = None
     #: CHORUS_MAX_TEXT_CHARS: longest accepted text.
     max_text_chars: Positive = 5000
+    #: CHORUS_MAX_STREAM_CHARS: longest accepted text for streamed requests.
+    max_stream_chars: Positive = 100_000
+    #: CHORUS_MAX_CHUNK_CHARS: longest sentence chunk; longer sentences are cut at clauses, then words.
+    max_chunk_chars: Annotated[int, msgspec.Meta(ge=20, le=5000)] = 400
     #: CHORUS_MAX_QUEUE: jobs that may wait; beyond it requests get 429.
     max_queue: Positive = 256
     #: CHORUS_MAX_BATCH_SIZE: most jobs per forward pass.
@@ -111,6 +115,8 @@ ENV_NAMES: dict[str, str] = {
     "CHORUS_LANGUAGES": "languages",
     "CHORUS_CACHE_DIR": "cache_dir",
     "CHORUS_MAX_TEXT_CHARS": "max_text_chars",
+    "CHORUS_MAX_STREAM_CHARS": "max_stream_chars",
+    "CHORUS_MAX_CHUNK_CHARS": "max_chunk_chars",
     "CHORUS_MAX_QUEUE": "max_queue",
     "CHORUS_MAX_BATCH_SIZE": "max_batch_size",
     "CHORUS_MAX_BATCH_WAIT_MS": "max_batch_wait_ms",

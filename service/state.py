@@ -6,8 +6,12 @@ import enum
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from inference import MicroBatcher
 from inference.backends.base import Backend, SynthesisJob
+from inference.speech import SpeechPipeline
 from service.settings import Settings
 
 __all__ = ["Phase", "ServiceState"]
@@ -29,7 +33,8 @@ class ServiceState:
     settings: Settings
     phase: Phase = Phase.LOADING
     backend: Backend | None = None
-    batcher: MicroBatcher[SynthesisJob, object] | None = None
+    batcher: MicroBatcher[SynthesisJob, npt.NDArray[np.float32]] | None = None
+    pipeline: SpeechPipeline | None = None
     failure: str | None = None
     started_at: float = field(default_factory=time.monotonic)
     load_s: float | None = None

@@ -262,3 +262,25 @@ def test_phoneme_ids_are_exactly_what_piper_builds(voice: Any) -> None:
     expected = [piper_voice.phonemes_to_ids(sentence) for sentence in piper_voice.phonemize(text)]
     ours = [job.token_ids.tolist() for job in voice.prepare(text, SynthesisParams())]
     assert ours == expected
+
+
+async def test_sentence_chunks_join_at_silence_so_streams_do_not_click(voice: Any) -> None:
+    from inference import MicroBatcher
+    from inference.speech import SpeechPipeline
+
+    batcher: MicroBatcher[Any, Any] = MicroBatcher(
+        voice.synthesize, max_batch_size=8, max_queue_size=64, length_of=lambda job: job.length
+    )
+    batcher.start().result(timeout=60)
+    try:
+        pipeline = SpeechPipeline(voice, batcher)
+        text = " ".join(SENTENCES) + " Dr. Brown arrived at 5 p.m.; the meeting, however, had ended."
+        chunks = [done.value async for done in await pipeline.open_stream(text, SynthesisParams(seed=3), "en")]
+    finally:
+        batcher.stop()
+    assert len(chunks) >= len(SENTENCES) + 1
+    edge = int(0.001 * voice.info.sample_rate_hz)
+    for chunk in chunks:
+        assert float(np.abs(chunk[:edge]).max()) < 0.002
+        assert float(np.abs(chunk[-edge:]).max()) < 0.002
+        assert float(np.abs(chunk).max()) > 0.1  # and there is speech in between

@@ -123,6 +123,7 @@ async def test_a_full_queue_refuses_at_once_with_a_retry_hint(runner: ScriptedRu
     await _wait_for(runner.entered)
     queued = [asyncio.ensure_future(batcher.submit(Item(str(i)))) for i in range(2)]
     await asyncio.sleep(0.02)
+    assert batcher.queue_depth == 2
     with pytest.raises(QueueFullError) as refused:
         await batcher.submit(Item("one too many"))
     assert refused.value.retry_after_s >= 1
@@ -136,11 +137,15 @@ async def test_a_multi_job_request_is_admitted_whole_or_not_at_all(runner: Scrip
     runner.gate.clear()
     blocker = asyncio.ensure_future(batcher.submit(Item("block")))
     await _wait_for(runner.entered)
+    # Room in the queue: a request larger than the bound still goes in whole (else it never could).
+    big = asyncio.ensure_future(batcher.run([Item(f"big-{i}") for i in range(4)]))
+    await asyncio.sleep(0.02)
+    assert batcher.queue_depth == 4
     with pytest.raises(QueueFullError):
-        await batcher.run([Item(str(i)) for i in range(4)])
-    assert batcher.queue_depth == 0
+        await batcher.run([Item("x"), Item("y")])
+    assert batcher.queue_depth == 4  # nothing of the refused request went in
     runner.gate.set()
-    await blocker
+    await asyncio.gather(blocker, big)
     batcher.stop()
 
 
@@ -230,3 +235,23 @@ async def test_a_batcher_refuses_before_start() -> None:
 def test_nonsense_limits_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must"):
         MicroBatcher(ScriptedRunner(), **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_progressive_group_enters_batches_one_two_four_at_a_time(runner: ScriptedRunner) -> None:
+    from inference.batcher import BatchGroup
+
+    batcher = make(runner, max_batch_size=16)
+    group = BatchGroup(progressive=True)
+    items = [Item(f"chunk-{i:02d}") for i in range(10)]
+    done = await batcher.run(items, group=group)
+    assert [len(b) for b in runner.batches] == [1, 2, 4, 3]
+    assert [d.value for d in done] == [i.text.upper() for i in items]
+    assert runner.batches[0] == ["chunk-00"]  # the first chunk runs alone: first audio comes fast
+    batcher.stop()
+
+
+async def test_a_plain_request_is_not_held_back(runner: ScriptedRunner) -> None:
+    batcher = make(runner, max_batch_size=16)
+    await batcher.run([Item(f"chunk-{i}") for i in range(10)])
+    assert [len(b) for b in runner.batches] == [10]
+    batcher.stop()

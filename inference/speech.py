@@ -1,0 +1,184 @@
+"""From text to audio chunks through the batcher: whole requests and streams.
+
+Text is cut into sentence chunks (``inference.text``); every chunk becomes one or more batch jobs, so the
+chunks of many requests share batches and a long request cannot starve short ones. A stream submits its
+chunks progressively: its first chunk enters a batch alone (first audio after one chunk's time, not the
+whole text's), later ones two, four, eight at a time, with a bounded number in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+
+import anyio
+import numpy as np
+import numpy.typing as npt
+
+from inference.backends.base import Backend, SynthesisJob, SynthesisParams
+from inference.batcher import BatchGroup, Completed, MicroBatcher
+from inference.errors import InvalidTextError, QueueFullError
+from inference.text import split_sentences
+
+__all__ = ["SpeechPipeline", "SpeechResult"]
+
+_MAX_SEED = 2**63 - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def job_seed(seed: int, index: int) -> int:
+    """The seed of a request's ``index``-th job: distinct per sentence, identical streamed or not."""
+    return (seed + index * _GOLDEN) & _MAX_SEED
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResult:
+    """A whole request's audio and the facts about the batches that made it."""
+
+    chunks: list[npt.NDArray[np.float32]]
+    batch_size: int
+    queue_s: float
+    inference_s: float
+
+    @property
+    def samples(self) -> int:
+        """Total length in samples."""
+        return sum(len(c) for c in self.chunks)
+
+
+class SpeechPipeline:
+    """The engine's front door: text in, audio chunks out, through one backend and its batcher."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        batcher: MicroBatcher[SynthesisJob, npt.NDArray[np.float32]],
+        *,
+        max_chunk_chars: int = 400,
+        stream_window: int = 16,
+        stream_retry_s: float = 300.0,
+    ) -> None:
+        self.backend = backend
+        self.batcher = batcher
+        self.max_chunk_chars = max_chunk_chars
+        self.stream_window = max(1, stream_window)
+        self.stream_retry_s = stream_retry_s
+
+    # ------------------------------------------------------------------ preparation
+
+    def _prepare_sentence(self, sentence: str, params: SynthesisParams, first_index: int) -> list[SynthesisJob]:
+        try:
+            jobs = self.backend.prepare(sentence, params)
+        except InvalidTextError:
+            return []  # a sentence of only emoji among real ones is skipped, not fatal
+        return [
+            replace(job, params=replace(job.params, seed=job_seed(params.seed, first_index + i)))
+            for i, job in enumerate(jobs)
+        ]
+
+    def prepare(self, text: str, params: SynthesisParams, language: str) -> list[list[SynthesisJob]]:
+        """Jobs per sentence (blocking: call it off the event loop). Raises when nothing can be said."""
+        out: list[list[SynthesisJob]] = []
+        count = 0
+        for sentence in split_sentences(text, language, self.max_chunk_chars):
+            jobs = self._prepare_sentence(sentence, params, count)
+            if jobs:
+                out.append(jobs)
+                count += len(jobs)
+        if not out:
+            raise InvalidTextError("the text contains nothing this model can pronounce")
+        return out
+
+    # ------------------------------------------------------------------ whole requests
+
+    async def synthesize(self, text: str, params: SynthesisParams, language: str) -> SpeechResult:
+        """All chunks of a request, admitted together (or refused together with ``QueueFullError``)."""
+        per_sentence = await anyio.to_thread.run_sync(self.prepare, text, params, language)
+        jobs = [job for group in per_sentence for job in group]
+        done = await self.batcher.run(jobs)
+        return _result(done, self.backend.info.sample_rate_hz)
+
+    # ------------------------------------------------------------------ streams
+
+    async def open_stream(
+        self, text: str, params: SynthesisParams, language: str
+    ) -> AsyncIterator[Completed[npt.NDArray[np.float32]]]:
+        """Admit the first chunk now (so overload is refused before any byte is sent) and return the rest
+        as an async iterator of chunk results, in text order."""
+        sentences = await anyio.to_thread.run_sync(split_sentences, text, language, self.max_chunk_chars)
+        pending = deque(sentences)
+        first: list[SynthesisJob] = []
+        while pending and not first:
+            first = await anyio.to_thread.run_sync(self._prepare_sentence, pending.popleft(), params, 0)
+        if not first:
+            raise InvalidTextError("the text contains nothing this model can pronounce")
+        group = BatchGroup(progressive=True)
+        head = self.batcher.enqueue(first, group=group)  # QueueFullError here becomes a 429
+        return self._follow(asyncio.ensure_future(head.wait()), group, pending, params, len(first))
+
+    async def _submit(self, jobs: list[SynthesisJob], group: BatchGroup) -> list[Completed[npt.NDArray[np.float32]]]:
+        deadline = time.monotonic() + self.stream_retry_s
+        while True:
+            try:
+                return await self.batcher.run(jobs, group=group)
+            except QueueFullError as exc:
+                # Mid-stream the answer has started: wait for room rather than cut the audio short.
+                if time.monotonic() + exc.retry_after_s > deadline:
+                    raise
+                await asyncio.sleep(min(exc.retry_after_s, 1.0))
+
+    async def _follow(
+        self,
+        head: asyncio.Future[list[Completed[npt.NDArray[np.float32]]]],
+        group: BatchGroup,
+        pending: deque[str],
+        params: SynthesisParams,
+        next_index: int,
+    ) -> AsyncIterator[Completed[npt.NDArray[np.float32]]]:
+        in_flight: deque[asyncio.Future[list[Completed[npt.NDArray[np.float32]]]]] = deque([head])
+        try:
+            while in_flight:
+                while pending and len(in_flight) < self.stream_window:
+                    jobs = await anyio.to_thread.run_sync(self._prepare_sentence, pending.popleft(), params, next_index)
+                    if jobs:
+                        next_index += len(jobs)
+                        in_flight.append(asyncio.ensure_future(self._submit(jobs, group)))
+                for done in await in_flight.popleft():
+                    yield replace(done, value=soften_edges(done.value, self.backend.info.sample_rate_hz))
+        finally:
+            # The client went away (or the stream failed): drop every chunk not yet synthesized.
+            for future in in_flight:
+                future.cancel()
+            for future in in_flight:
+                with contextlib.suppress(BaseException):
+                    await future
+
+
+def soften_edges(audio: npt.NDArray[np.float32], rate_hz: int, fade_s: float = 0.004) -> npt.NDArray[np.float32]:
+    """Fade a chunk's first and last few milliseconds in and out (raised cosine).
+
+    Sentences already start and end near silence; the fade makes sure no join between two chunks can
+    step (click), streamed or not.
+    """
+    n = min(int(rate_hz * fade_s), len(audio) // 2)
+    if n < 2:
+        return audio
+    ramp = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n, dtype=np.float32))).astype(np.float32)
+    out = audio.copy()
+    out[:n] *= ramp
+    out[-n:] *= ramp[::-1]
+    return out
+
+
+def _result(done: Sequence[Completed[npt.NDArray[np.float32]]], rate_hz: int) -> SpeechResult:
+    batches = {d.batch_id: d.inference_s for d in done}
+    return SpeechResult(
+        chunks=[soften_edges(d.value, rate_hz) for d in done],
+        batch_size=max(d.batch_size for d in done),
+        queue_s=max(d.queue_s for d in done),
+        inference_s=sum(batches.values()),
+    )

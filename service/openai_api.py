@@ -1,0 +1,199 @@
+"""The OpenAI-compatible speech API under ``/v1``: what the official ``openai`` client calls.
+
+Name rules (documented in the README):
+* ``model``: the served model's name, ``chorus``, or one of OpenAI's speech model names (``tts-1``,
+  ``tts-1-hd``, ``gpt-4o-mini-tts``) all mean the served model; anything else is refused (404,
+  ``model_not_found``) with the list.
+* ``voice``: one of the model's own voices; OpenAI's voice names (``alloy``, ``nova``, ...) and
+  ``default`` mean the model's default voice; anything else is refused (400, ``voice_not_found``).
+* ``instructions`` is accepted and ignored: the served models have no way to follow it.
+Errors take OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, Response, Router, get, post
+from litestar.exceptions import HTTPException, ValidationException
+
+from inference.backends.base import ModelInfo, SynthesisParams
+from inference.errors import InferenceError, QueueFullError
+from service.errors import STATUS_TABLE
+from service.state import ServiceState
+from service.synthesis import audio_response, check_format, clean_text, ready_pipeline
+
+__all__ = ["OPENAI_MODEL_ALIASES", "OPENAI_VOICES", "openai_router"]
+
+OPENAI_MODEL_ALIASES = ("chorus", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+OPENAI_VOICES = (
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse", "marin", "cedar",
+)  # fmt: skip
+DEFAULT_VOICE = "default"
+OPENAI_PCM_RATE_HZ = 24000  # OpenAI's pcm is 24 kHz 16-bit little-endian mono by contract
+
+
+class SpeechRequest(msgspec.Struct, kw_only=True):
+    """POST /v1/audio/speech, as OpenAI defines it."""
+
+    model: Annotated[str, msgspec.Meta(max_length=200)]
+    input: Annotated[str, msgspec.Meta(max_length=4096, description="Text to say; at most 4096 characters.")]
+    voice: Annotated[str, msgspec.Meta(max_length=200)] = DEFAULT_VOICE
+    response_format: Annotated[str, msgspec.Meta(max_length=10)] = "mp3"
+    speed: Annotated[float, msgspec.Meta(ge=0.25, le=4.0)] = 1.0
+    stream_format: Literal["audio", "sse"] = "audio"
+    instructions: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+    #: Chorus extensions (``extra_body`` in the openai client): reproducible and noise-controlled speech.
+    seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
+
+
+class OpenAIError(HTTPException):
+    """An error carrying OpenAI's ``type``, ``param`` and ``code``."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(detail=message, status_code=status)
+        self.param = param
+        self.code = code
+
+
+_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
+          413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
+          503: "server_error", 500: "server_error"}  # fmt: skip
+_CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded", 503: "service_unavailable", 500: "server_error"}
+
+
+def _openai_error(
+    request: Request[Any, Any, Any],
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    retry_after_s: int | None = None,
+) -> Response[dict[str, Any]]:
+    request_id = request.scope.get("state", {}).get("request_id")
+    if status >= 500 and request_id:
+        message = f"{message} (request id {request_id})"
+    body = {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"), "param": param,
+                      "code": code or _CODES.get(status)}}  # fmt: skip
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
+    return Response(body, status_code=status, headers=headers)
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    if isinstance(exc, OpenAIError):
+        return _openai_error(request, exc.status_code, exc.detail, param=exc.param, code=exc.code)
+    param = None
+    message = exc.detail
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        first = exc.extra[0]
+        if isinstance(first, dict):
+            param = first.get("key")
+            message = f"{first.get('message', message)} (field {param!r})" if param else message
+    retry = (exc.headers or {}).get("Retry-After")
+    return _openai_error(request, exc.status_code, message, param=param, retry_after_s=int(retry) if retry else None)
+
+
+def _inference_error(request: Request[Any, Any, Any], exc: InferenceError) -> Response[dict[str, Any]]:
+    status = next((code for kind, code in STATUS_TABLE.items() if isinstance(exc, kind)), 500)
+    retry = max(1, round(exc.retry_after_s)) if isinstance(exc, QueueFullError) else (5 if status == 503 else None)
+    message = str(exc) if status != 500 else "synthesis failed"
+    return _openai_error(request, status, message, param="input" if status == 422 else None, retry_after_s=retry)
+
+
+def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    return _openai_error(request, 500, "internal error")
+
+
+def served_models(info: ModelInfo) -> list[str]:
+    """Names that select the served model (its own first)."""
+    return [info.name, *OPENAI_MODEL_ALIASES]
+
+
+def resolve_voice(info: ModelInfo, voice: str) -> str | None:
+    """The model voice a request's ``voice`` means (None = the default), or a 400 listing the options."""
+    if voice in info.voices:
+        return voice
+    if voice in (DEFAULT_VOICE, *OPENAI_VOICES) or voice == info.name:
+        return None
+    options = ", ".join([*info.voices, DEFAULT_VOICE, *OPENAI_VOICES])
+    raise OpenAIError(
+        400, f"voice {voice!r} is not served; use one of: {options}", param="voice", code="voice_not_found"
+    )
+
+
+@post("/audio/speech", status_code=200, summary="OpenAI-compatible text to speech (streams by default)")
+async def create_speech(data: SpeechRequest, chorus: ServiceState) -> Response[Any]:
+    """``client.audio.speech.create(...)``: audio in the requested format, streamed as it is made."""
+    pipeline = ready_pipeline(chorus)
+    info = pipeline.backend.info
+    if data.model not in served_models(info):
+        raise OpenAIError(
+            404,
+            f"model {data.model!r} is not served; use one of: {', '.join(served_models(info))}",
+            param="model",
+            code="model_not_found",
+        )
+    voice = resolve_voice(info, data.voice)
+    try:
+        fmt = check_format(data.response_format)
+        text = clean_text(data.input, 4096, field="input")
+    except HTTPException as exc:
+        param = "response_format" if "response_format" in exc.detail else "input"
+        raise OpenAIError(exc.status_code, exc.detail, param=param) from None
+    seed = data.seed if data.seed is not None else secrets.randbits(63)
+    params = SynthesisParams(temperature=data.temperature, speed=data.speed, seed=seed, voice=voice)
+    return await audio_response(
+        pipeline,
+        text,
+        params,
+        language=info.languages[0] if info.languages else "en",
+        fmt=fmt,
+        sample_rate_hz=OPENAI_PCM_RATE_HZ if fmt == "pcm" else None,
+        stream=True,
+        sse=data.stream_format == "sse",
+    )
+
+
+@get("/models", summary="The models served (OpenAI's list shape)")
+async def list_models(chorus: ServiceState) -> dict[str, Any]:
+    """Every name that selects the served model."""
+    pipeline = ready_pipeline(chorus)
+    created = int(time.time() - (time.monotonic() - chorus.started_at))
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": created, "owned_by": "chorus"}
+            for name in served_models(pipeline.backend.info)
+        ],
+    }
+
+
+@get("/audio/voices", summary="The voices of the served model")
+async def list_voices(chorus: ServiceState) -> dict[str, Any]:
+    """The model's own voices, and the names mapped onto its default voice."""
+    info = ready_pipeline(chorus).backend.info
+    own = list(info.voices) or [DEFAULT_VOICE]
+    return {
+        "object": "list",
+        "data": [
+            {"id": voice, "object": "voice", "default": voice == (info.default_voice or DEFAULT_VOICE)} for voice in own
+        ],
+        "aliases": {name: info.default_voice or DEFAULT_VOICE for name in (DEFAULT_VOICE, *OPENAI_VOICES)},
+    }
+
+
+openai_router = Router(
+    path="/v1",
+    route_handlers=[create_speech, list_models, list_voices],
+    opt={"bearer": True},
+    exception_handlers={
+        HTTPException: _http_error,
+        InferenceError: _inference_error,
+        500: _internal,
+    },
+)

@@ -1,0 +1,117 @@
+"""What the synthesis routes share: readiness, text checks, and whole or streamed audio responses."""
+
+from __future__ import annotations
+
+import base64
+import json
+import unicodedata
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import numpy as np
+from litestar import Response
+from litestar.response import Stream
+
+from inference.audio.formats import FORMATS, StreamEncoder, encode_audio, media_type
+from inference.backends.base import SynthesisParams
+from inference.speech import SpeechPipeline
+from service.errors import ServiceUnavailableError, UnprocessableError
+from service.state import Phase, ServiceState
+
+__all__ = ["audio_response", "check_format", "clean_text", "ready_pipeline", "served_language"]
+
+_EMPTY = np.zeros(0, dtype=np.float32)
+
+
+def ready_pipeline(chorus: ServiceState) -> SpeechPipeline:
+    """The pipeline, or a 503 with Retry-After while loading, after a failed load, or while draining."""
+    pipeline, batcher = chorus.pipeline, chorus.batcher
+    if chorus.phase is Phase.READY and pipeline is not None and batcher is not None and batcher.accepting:
+        return pipeline
+    if chorus.phase is Phase.LOADING:
+        raise ServiceUnavailableError("the model is still loading", headers={"Retry-After": "5"})
+    if chorus.phase is Phase.FAILED:
+        raise ServiceUnavailableError("the model failed to load", headers={"Retry-After": "30"})
+    raise ServiceUnavailableError("the server is shutting down", headers={"Retry-After": "5"})
+
+
+def clean_text(text: str, limit: int, field: str = "text") -> str:
+    """Refuse text over the limit or with nothing in it; control characters become spaces or vanish."""
+    if len(text) > limit:
+        raise UnprocessableError(f"{field} is {len(text)} characters long; the limit is {limit}")
+    cleaned = "".join(
+        " " if ch in "\r\n\t\v\f" else ch for ch in text if ch in "\r\n\t\v\f" or unicodedata.category(ch)[0] != "C"
+    )
+    if not cleaned.strip():
+        raise UnprocessableError(f"{field} is empty: send something to say")
+    return cleaned
+
+
+def served_language(requested: str, served: tuple[str, ...]) -> bool:
+    """``en``, ``en-US`` and ``en_us`` all match a model that serves ``en``."""
+    wanted = requested.strip().lower().replace("_", "-")
+    options = {code.lower().replace("_", "-") for code in served}
+    return wanted in options or wanted.split("-")[0] in options
+
+
+def check_format(fmt: str) -> str:
+    """The format, or a 422 listing the supported ones."""
+    if fmt not in FORMATS:
+        raise UnprocessableError(f"response_format {fmt!r} is not supported; supported: {', '.join(FORMATS)}")
+    return fmt
+
+
+async def audio_response(
+    pipeline: SpeechPipeline,
+    text: str,
+    params: SynthesisParams,
+    *,
+    language: str,
+    fmt: str,
+    sample_rate_hz: int | None,
+    stream: bool,
+    sse: bool = False,
+) -> Response[Any]:
+    """Synthesize and answer: a complete file with batch headers, or a stream as chunks finish."""
+    source_rate = pipeline.backend.info.sample_rate_hz
+    if not stream:
+        result = await pipeline.synthesize(text, params, language)
+        body, rate = await anyio.to_thread.run_sync(encode_audio, result.chunks, fmt, source_rate, sample_rate_hz)
+        headers = {
+            "X-Batch-Size": str(result.batch_size),
+            "X-Queue-Time-Ms": f"{result.queue_s * 1000:.1f}",
+            "X-Inference-Time-Ms": f"{result.inference_s * 1000:.1f}",
+            "X-Audio-Duration-S": f"{result.samples / source_rate:.3f}",
+            "X-Seed": str(params.seed),
+            "X-Sample-Rate": str(rate),
+        }
+        return Response(body, media_type=media_type(fmt), headers=headers)
+
+    chunks = await pipeline.open_stream(text, params, language)  # overload and bad text refused here
+    encoder = StreamEncoder(fmt, source_rate, sample_rate_hz)
+
+    async def audio() -> AsyncIterator[bytes]:
+        head = encoder.encode(_EMPTY)  # the WAV header goes out at once
+        if head:
+            yield head
+        async for done in chunks:
+            data = encoder.encode(done.value)
+            if data:
+                yield data
+        tail = encoder.finish()
+        if tail:
+            yield tail
+
+    headers = {"X-Seed": str(params.seed), "X-Sample-Rate": str(encoder.rate_hz)}
+    if not sse:
+        return Stream(audio(), media_type=media_type(fmt), headers=headers)
+
+    async def events() -> AsyncIterator[bytes]:
+        async for data in audio():
+            event = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")}
+            yield f"data: {json.dumps(event)}\n\n".encode()
+        usage = {"input_tokens": len(text), "output_tokens": 0, "total_tokens": len(text)}
+        yield f"data: {json.dumps({'type': 'speech.audio.done', 'usage': usage})}\n\n".encode()
+
+    return Stream(events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})

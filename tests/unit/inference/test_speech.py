@@ -1,0 +1,76 @@
+"""The speech pipeline on the tiny real model: sentences, streams, and streamed == whole."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inference import InvalidTextError, MicroBatcher
+from inference.backends.base import SynthesisJob, SynthesisParams
+from inference.speech import SpeechPipeline
+
+NUMBERS = "one two three four five six seven eight nine ten"
+TEN_SENTENCES = " ".join(f"This is sentence number {w} of the text." for w in NUMBERS.split(" "))
+
+
+@pytest.fixture
+async def pipeline(tiny_backend: Any) -> AsyncIterator[tuple[SpeechPipeline, list[int]]]:
+    sizes: list[int] = []
+
+    def run(jobs: Sequence[SynthesisJob]) -> list[np.ndarray]:
+        sizes.append(len(jobs))
+        return tiny_backend.synthesize(jobs)  # type: ignore[no-any-return]
+
+    batcher: MicroBatcher[SynthesisJob, np.ndarray] = MicroBatcher(
+        run, max_batch_size=16, max_queue_size=64, length_of=lambda job: job.length
+    )
+    batcher.start().result(timeout=10)
+    yield SpeechPipeline(tiny_backend, batcher, max_chunk_chars=200, stream_window=16), sizes
+    batcher.stop()
+
+
+async def test_a_lone_stream_sends_its_first_sentence_alone(pipeline: tuple[SpeechPipeline, list[int]]) -> None:
+    speech, sizes = pipeline
+    chunks = await speech.open_stream(TEN_SENTENCES, SynthesisParams(temperature=0.0, seed=1), "en")
+    received = [done.value async for done in chunks]
+    assert len(received) == 10
+    assert sizes[0] == 1  # first audio after one sentence's synthesis, not the whole text's
+    assert sizes == [1, 2, 4, 3]
+
+
+async def test_streamed_audio_equals_the_whole_request(pipeline: tuple[SpeechPipeline, list[int]]) -> None:
+    speech, _ = pipeline
+    params = SynthesisParams(temperature=0.8, seed=77)
+    whole = await speech.synthesize(TEN_SENTENCES, params, "en")
+    streamed = [done.value async for done in await speech.open_stream(TEN_SENTENCES, params, "en")]
+    assert [len(c) for c in streamed] == [len(c) for c in whole.chunks]
+    np.testing.assert_allclose(np.concatenate(streamed), np.concatenate(whole.chunks), atol=1e-4)
+
+
+async def test_unpronounceable_sentences_are_skipped_but_an_empty_text_is_refused(
+    pipeline: tuple[SpeechPipeline, list[int]],
+) -> None:
+    speech, _ = pipeline
+    result = await speech.synthesize("Hello there. 🙂🙂. Goodbye now.", SynthesisParams(seed=1), "en")
+    assert len(result.chunks) == 2
+    with pytest.raises(InvalidTextError):
+        await speech.synthesize("🙂🙂. 🙂!", SynthesisParams(seed=1), "en")
+    with pytest.raises(InvalidTextError):
+        await speech.open_stream("🙂🙂. 🙂!", SynthesisParams(seed=1), "en")
+
+
+async def test_a_stream_closed_early_drops_its_remaining_sentences(pipeline: tuple[SpeechPipeline, list[int]]) -> None:
+    speech, sizes = pipeline
+    chunks = await speech.open_stream(TEN_SENTENCES * 3, SynthesisParams(seed=1), "en")
+    async for _ in chunks:
+        break
+    await chunks.aclose()  # type: ignore[attr-defined]
+    run_at_close = sum(sizes)
+    await asyncio.sleep(0.3)
+    assert sum(sizes) == run_at_close  # nothing more is synthesized for a stream nobody reads
+    assert run_at_close <= 1 + speech.stream_window
+    assert speech.batcher.jobs_dropped_abandoned >= 1
