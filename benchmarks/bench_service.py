@@ -144,6 +144,26 @@ async def _load(url: str, concurrency: int, requests: int) -> dict[str, Any]:
     }
 
 
+async def _first_audio(url: str, text: str) -> dict[str, float]:
+    """Time to the first audio bytes of a streamed request against a whole one, same text."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=300) as client:
+        await client.post(url + "/generate", json={"text": "Warm up."})
+        t0 = time.perf_counter()
+        await client.post(url + "/generate", json={"text": text, "seed": 1, "response_format": "pcm"})
+        whole_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        first_s = None
+        body = {"text": text, "seed": 1, "response_format": "pcm", "stream": True}
+        async with client.stream("POST", url + "/generate", json=body) as response:
+            async for chunk in response.aiter_bytes():
+                if chunk and first_s is None:
+                    first_s = time.perf_counter() - t0
+        stream_s = time.perf_counter() - t0
+    return {"whole_s": whole_s, "first_audio_s": first_s or stream_s, "stream_total_s": stream_s}
+
+
 def bench_http(
     model: str | None, cache_dir: Path, env: dict[str, str], concurrencies: list[int], requests: int, label: str
 ) -> list[dict[str, Any]]:
@@ -152,6 +172,14 @@ def bench_http(
         server_env["CHORUS_MODEL"] = model
     rows = []
     with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp), server_env) as server:
+        ten = " ".join(SENTENCES[4:14])
+        first = asyncio.run(_first_audio(server.url, ten))
+        print(
+            f"  {label} 10 sentences: first streamed audio after {first['first_audio_s'] * 1000:.0f} ms, "
+            f"whole answer after {first['whole_s'] * 1000:.0f} ms",
+            flush=True,
+        )
+        rows.append({"system": label, "first_audio": first})
         for concurrency in concurrencies:
             result = asyncio.run(_load(server.url, concurrency, max(requests, concurrency * 4)))
             rows.append({"system": label, "concurrency": concurrency, **result})
@@ -183,6 +211,8 @@ def main() -> int:
     def rate(row: dict[str, Any]) -> float:
         return float(row["audio_s"] / row["wall_s"])
 
+    first_audio = next((row["first_audio"] for row in http if "first_audio" in row), None)
+    http = [row for row in http if "concurrency" in row]
     best_raw = max(raw, key=rate)
     print("\n| system | setting | audio-s per wall-s | vs best raw |")
     print("|---|---|---:|---:|")
@@ -198,9 +228,19 @@ def main() -> int:
     print(f"\nservice at saturation / best raw: {rate(saturated) / rate(best_raw):.3f}")
     if ort:
         print(f"chorus (best HTTP) / onnxruntime: {rate(saturated) / rate(ort):.3f}")
+    if first_audio:
+        ratio = first_audio["first_audio_s"] / first_audio["whole_s"]
+        print(f"first streamed audio / whole answer, 10 sentences: {ratio:.3f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"machine": info, "model": args.model or "en_US-joe-medium", "raw": raw, "http": http, "ort": ort}
+        payload = {
+            "machine": info,
+            "model": args.model or "en_US-joe-medium",
+            "raw": raw,
+            "http": http,
+            "ort": ort,
+            "first_audio": first_audio,
+        }
         args.json.write_text(json.dumps(payload, indent=1))
     return 0
 
