@@ -9,6 +9,7 @@ from __future__ import annotations
 from inference.batcher import Completed, MicroBatcher
 from inference.errors import (
     BatcherStoppedError,
+    DeadlineExceededError,
     InferenceError,
     InvalidTextError,
     ModelLoadError,
@@ -20,6 +21,7 @@ from inference.errors import (
 __all__ = [
     "BatcherStoppedError",
     "Completed",
+    "DeadlineExceededError",
     "InferenceError",
     "InvalidTextError",
     "MicroBatcher",

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from inference.errors import BatcherStoppedError, QueueFullError, SynthesisError
+from inference.errors import BatcherStoppedError, DeadlineExceededError, QueueFullError, SynthesisError
 
 __all__ = ["BatchGroup", "Completed", "MicroBatcher", "Pending"]
 
@@ -60,6 +60,7 @@ class _Job(Generic[T, R]):
     future: asyncio.Future[Completed[R]]
     loop: asyncio.AbstractEventLoop
     enqueued_at: float
+    deadline: float | None = None
     # Set from the event loop when the caller goes away; read by the worker without a lock. A stale
     # read only means one wasted row, never a wrong result, so the GIL's atomic bool store is enough.
     abandoned: bool = False
@@ -137,6 +138,8 @@ class MicroBatcher(Generic[T, R]):
         self.batches_run = 0
         self.jobs_run = 0
         self.jobs_dropped_abandoned = 0
+        self.jobs_dropped_deadline = 0
+        self.jobs_refused = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -212,14 +215,17 @@ class MicroBatcher(Generic[T, R]):
 
     # ------------------------------------------------------------------ submission
 
-    def enqueue(self, items: Sequence[T], *, group: BatchGroup | None = None) -> Pending[R]:
+    def enqueue(
+        self, items: Sequence[T], *, group: BatchGroup | None = None, deadline: float | None = None
+    ) -> Pending[R]:
         """Queue ``items`` together, all admitted or none, without waiting for them.
 
         A request is admitted while fewer than ``max_queue_size`` jobs wait, and then whole: a request
         of more sentences than the bound must still be servable, so the queue may overshoot by one
         request's jobs. Raises ``QueueFullError`` at once when the queue is full, ``BatcherStoppedError``
-        when the batcher is not accepting. Jobs of a progressive ``group`` enter batches 1, 2, 4, ... at a
-        time, in order (see ``BatchGroup``).
+        when the batcher is not accepting. A job still waiting at its ``deadline`` (``time.monotonic()``
+        seconds), or that could not finish by then, is dropped and fails with ``DeadlineExceededError``.
+        Jobs of a progressive ``group`` enter batches 1, 2, 4, ... at a time, in order (``BatchGroup``).
         """
         loop = asyncio.get_running_loop()
         now = time.monotonic()
@@ -233,6 +239,7 @@ class MicroBatcher(Generic[T, R]):
                 future=loop.create_future(),
                 loop=loop,
                 enqueued_at=now,
+                deadline=deadline,
             )
             for item in items
         ]
@@ -240,19 +247,22 @@ class MicroBatcher(Generic[T, R]):
             if not self._accepting:
                 raise BatcherStoppedError("the batcher is not accepting jobs")
             if len(self._queue) >= self.max_queue_size:
+                self.jobs_refused += len(jobs)
                 raise QueueFullError(len(self._queue), self.retry_after_s())
             self._queue.extend(jobs)
             self._cond.notify()
         return Pending(jobs)
 
-    async def run(self, items: Sequence[T], *, group: BatchGroup | None = None) -> list[Completed[R]]:
+    async def run(
+        self, items: Sequence[T], *, group: BatchGroup | None = None, deadline: float | None = None
+    ) -> list[Completed[R]]:
         """Queue ``items`` together (all admitted or none) and wait for all their results, in order.
 
         If the caller is cancelled, its jobs still waiting are dropped before any batch takes them.
         """
         if not items:
             return []
-        return await self.enqueue(items, group=group).wait()
+        return await self.enqueue(items, group=group, deadline=deadline).wait()
 
     async def submit(self, item: T) -> Completed[R]:
         """Queue one item and wait for its result."""
@@ -331,10 +341,27 @@ class MicroBatcher(Generic[T, R]):
             return batch
 
     def _drop_abandoned(self) -> None:
-        if any(job.abandoned for job in self._queue):
-            before = len(self._queue)
-            self._queue = deque(job for job in self._queue if not job.abandoned)
-            self.jobs_dropped_abandoned += before - len(self._queue)
+        """Drop jobs nobody waits for, and jobs that cannot finish before their deadline."""
+        now = time.monotonic()
+        expected = self._batch_s_ewma or 0.0
+        if not any(job.abandoned or self._late(job, now, expected) for job in self._queue):
+            return
+        kept: deque[_Job[T, R]] = deque()
+        for job in self._queue:
+            if job.abandoned:
+                self.jobs_dropped_abandoned += 1
+            elif self._late(job, now, expected):
+                self.jobs_dropped_deadline += 1
+                _resolve(job, exception=DeadlineExceededError("the request could not be served before its deadline"))
+            else:
+                kept.append(job)
+        self._queue = kept
+
+    @staticmethod
+    def _late(job: _Job[T, R], now: float, expected_s: float) -> bool:
+        # A job that would still be running at its deadline is dropped before it starts: its caller
+        # would be gone by then, and its batch-mates would wait for it for nothing.
+        return job.deadline is not None and now + expected_s > job.deadline
 
     def _execute(self, batch: list[_Job[T, R]]) -> None:
         if not batch:

@@ -20,6 +20,10 @@ class BatcherStoppedError(InferenceError):
     """The batcher is not running (not started yet, draining, or stopped)."""
 
 
+class DeadlineExceededError(InferenceError):
+    """A job waited past its deadline, or could not finish before it, and was dropped unsynthesized."""
+
+
 class InvalidTextError(InferenceError):
     """The text cannot be synthesized by this model (for example, nothing in it is pronounceable)."""
 

@@ -60,13 +60,13 @@ class SpeechPipeline:
         *,
         max_chunk_chars: int = 400,
         stream_window: int = 16,
-        stream_retry_s: float = 300.0,
+        request_timeout_s: float = 300.0,
     ) -> None:
         self.backend = backend
         self.batcher = batcher
         self.max_chunk_chars = max_chunk_chars
         self.stream_window = max(1, stream_window)
-        self.stream_retry_s = stream_retry_s
+        self.request_timeout_s = request_timeout_s
 
     # ------------------------------------------------------------------ preparation
 
@@ -97,9 +97,10 @@ class SpeechPipeline:
 
     async def synthesize(self, text: str, params: SynthesisParams, language: str) -> SpeechResult:
         """All chunks of a request, admitted together (or refused together with ``QueueFullError``)."""
+        deadline = time.monotonic() + self.request_timeout_s
         per_sentence = await anyio.to_thread.run_sync(self.prepare, text, params, language)
         jobs = [job for group in per_sentence for job in group]
-        done = await self.batcher.run(jobs)
+        done = await self.batcher.run(jobs, deadline=deadline)
         return _result(done, self.backend.info.sample_rate_hz)
 
     # ------------------------------------------------------------------ streams
@@ -109,6 +110,7 @@ class SpeechPipeline:
     ) -> AsyncIterator[Completed[npt.NDArray[np.float32]]]:
         """Admit the first chunk now (so overload is refused before any byte is sent) and return the rest
         as an async iterator of chunk results, in text order."""
+        deadline = time.monotonic() + self.request_timeout_s
         sentences = await anyio.to_thread.run_sync(split_sentences, text, language, self.max_chunk_chars)
         pending = deque(sentences)
         first: list[SynthesisJob] = []
@@ -117,14 +119,15 @@ class SpeechPipeline:
         if not first:
             raise InvalidTextError("the text contains nothing this model can pronounce")
         group = BatchGroup(progressive=True)
-        head = self.batcher.enqueue(first, group=group)  # QueueFullError here becomes a 429
-        return self._follow(asyncio.ensure_future(head.wait()), group, pending, params, len(first))
+        head = self.batcher.enqueue(first, group=group, deadline=deadline)  # QueueFullError here becomes a 429
+        return self._follow(asyncio.ensure_future(head.wait()), group, pending, params, len(first), deadline)
 
-    async def _submit(self, jobs: list[SynthesisJob], group: BatchGroup) -> list[Completed[npt.NDArray[np.float32]]]:
-        deadline = time.monotonic() + self.stream_retry_s
+    async def _submit(
+        self, jobs: list[SynthesisJob], group: BatchGroup, deadline: float
+    ) -> list[Completed[npt.NDArray[np.float32]]]:
         while True:
             try:
-                return await self.batcher.run(jobs, group=group)
+                return await self.batcher.run(jobs, group=group, deadline=deadline)
             except QueueFullError as exc:
                 # Mid-stream the answer has started: wait for room rather than cut the audio short.
                 if time.monotonic() + exc.retry_after_s > deadline:
@@ -138,6 +141,7 @@ class SpeechPipeline:
         pending: deque[str],
         params: SynthesisParams,
         next_index: int,
+        deadline: float,
     ) -> AsyncIterator[Completed[npt.NDArray[np.float32]]]:
         in_flight: deque[asyncio.Future[list[Completed[npt.NDArray[np.float32]]]]] = deque([head])
         try:
@@ -146,7 +150,7 @@ class SpeechPipeline:
                     jobs = await anyio.to_thread.run_sync(self._prepare_sentence, pending.popleft(), params, next_index)
                     if jobs:
                         next_index += len(jobs)
-                        in_flight.append(asyncio.ensure_future(self._submit(jobs, group)))
+                        in_flight.append(asyncio.ensure_future(self._submit(jobs, group, deadline)))
                 for done in await in_flight.popleft():
                     yield replace(done, value=soften_edges(done.value, self.backend.info.sample_rate_hz))
         finally:

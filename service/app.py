@@ -30,7 +30,7 @@ from service.auth import require_api_key
 from service.errors import exception_handlers
 from service.health import start_health_server
 from service.openai_api import openai_router
-from service.routes import generate_speech, ping
+from service.routes import generate_speech, ping, stats
 from service.settings import Settings
 from service.state import Phase, ServiceState
 
@@ -90,7 +90,11 @@ async def _bring_up(chorus: ServiceState, backend: Backend | None) -> None:
         return
     chorus.backend, chorus.batcher = loaded[0], batcher
     chorus.pipeline = SpeechPipeline(
-        loaded[0], batcher, max_chunk_chars=settings.max_chunk_chars, stream_window=settings.max_batch_size
+        loaded[0],
+        batcher,
+        max_chunk_chars=settings.max_chunk_chars,
+        stream_window=settings.max_batch_size,
+        request_timeout_s=settings.request_timeout_s,
     )
     chorus.load_s = time.monotonic() - t0
     if chorus.phase is Phase.LOADING:  # a SIGTERM during the load keeps the server draining
@@ -163,7 +167,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     chorus = ServiceState(settings=settings)
     return Litestar(
-        route_handlers=[ping, generate_speech, openai_router],
+        route_handlers=[ping, stats, generate_speech, openai_router],
         guards=[require_api_key],
         dependencies={"chorus": Provide(_provide_chorus, sync_to_thread=False)},
         exception_handlers=exception_handlers,  # type: ignore[arg-type]

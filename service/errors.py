@@ -9,6 +9,7 @@ from litestar.exceptions import HTTPException
 
 from inference.errors import (
     BatcherStoppedError,
+    DeadlineExceededError,
     InferenceError,
     InvalidTextError,
     QueueFullError,
@@ -16,7 +17,13 @@ from inference.errors import (
     UnknownVoiceError,
 )
 
-__all__ = ["ServiceUnavailableError", "UnprocessableError", "error_response", "exception_handlers"]
+__all__ = [
+    "ClientDisconnectedError",
+    "ServiceUnavailableError",
+    "UnprocessableError",
+    "error_response",
+    "exception_handlers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +32,10 @@ class UnprocessableError(HTTPException):
     """Well-formed JSON that asks for something this server cannot do (422)."""
 
     status_code = 422
+
+
+class ClientDisconnectedError(Exception):
+    """The client closed the connection before its answer was ready (logged as 499, sent to nobody)."""
 
 
 class ServiceUnavailableError(HTTPException):
@@ -40,6 +51,7 @@ STATUS_TABLE: dict[type[InferenceError], int] = {
     InvalidTextError: 422,
     UnknownVoiceError: 422,
     SynthesisError: 500,
+    DeadlineExceededError: 504,
 }
 
 
@@ -66,12 +78,17 @@ def _inference_error(request: Request, exc: InferenceError) -> Response[dict[str
         retry_after = max(1, round(exc.retry_after_s))
     elif status == 503:
         retry_after = 5
-    detail = str(exc) if status < 500 or status == 503 else "synthesis failed; quote the request id when reporting it"
+    detail = str(exc) if status != 500 else "synthesis failed; quote the request id when reporting it"
     return error_response(request, status, detail, retry_after_s=retry_after)
 
 
 def _unavailable(request: Request, exc: ServiceUnavailableError) -> Response[dict[str, object]]:  # type: ignore[type-arg]
     return error_response(request, 503, exc.detail, retry_after_s=int((exc.headers or {}).get("Retry-After", 5)))
+
+
+def _disconnected(request: Request, exc: ClientDisconnectedError) -> Response[dict[str, object]]:  # type: ignore[type-arg]
+    request.app.state.chorus.requests_disconnected += 1
+    return error_response(request, 499, "the client closed the connection")
 
 
 def _internal(request: Request, exc: Exception) -> Response[dict[str, object]]:  # type: ignore[type-arg]
@@ -82,5 +99,6 @@ def _internal(request: Request, exc: Exception) -> Response[dict[str, object]]: 
 exception_handlers = {
     InferenceError: _inference_error,
     ServiceUnavailableError: _unavailable,
+    ClientDisconnectedError: _disconnected,
     500: _internal,
 }

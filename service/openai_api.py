@@ -127,7 +127,7 @@ def resolve_voice(info: ModelInfo, voice: str) -> str | None:
 
 
 @post("/audio/speech", status_code=200, summary="OpenAI-compatible text to speech (streams by default)")
-async def create_speech(data: SpeechRequest, chorus: ServiceState) -> Response[Any]:
+async def create_speech(data: SpeechRequest, request: Request[Any, Any, Any], chorus: ServiceState) -> Response[Any]:
     """``client.audio.speech.create(...)``: audio in the requested format, streamed as it is made."""
     pipeline = ready_pipeline(chorus)
     info = pipeline.backend.info
@@ -148,6 +148,7 @@ async def create_speech(data: SpeechRequest, chorus: ServiceState) -> Response[A
     seed = data.seed if data.seed is not None else secrets.randbits(63)
     params = SynthesisParams(temperature=data.temperature, speed=data.speed, seed=seed, voice=voice)
     return await audio_response(
+        request,
         pipeline,
         text,
         params,

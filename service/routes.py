@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from litestar import Response, get, post
+from litestar import Request, Response, get, post
 
 from inference.backends.base import SynthesisParams
 from service.errors import UnprocessableError
@@ -13,7 +13,7 @@ from service.schemas import GenerateRequest
 from service.state import ServiceState
 from service.synthesis import audio_response, check_format, clean_text, ready_pipeline, served_language
 
-__all__ = ["generate_speech", "ping"]
+__all__ = ["generate_speech", "ping", "stats"]
 
 
 @get("/ping", opt={"auth": False}, summary="Health: 204 loading, 200 ready, 503 failed or draining")
@@ -25,8 +25,16 @@ async def ping(chorus: ServiceState) -> Response[Any]:
     return Response(body, status_code=status)
 
 
+@get("/stats", summary="Queue and batch counters: jobs run, dropped (disconnect, deadline), refused")
+async def stats(chorus: ServiceState) -> dict[str, object]:
+    """Operator counters (a Prometheus endpoint comes with the operations work)."""
+    return chorus.stats()
+
+
 @post("/generate", status_code=200, summary="Synthesize speech (WAV by default; streamed with stream=true)")
-async def generate_speech(data: GenerateRequest, chorus: ServiceState) -> Response[Any]:
+async def generate_speech(
+    data: GenerateRequest, request: Request[Any, Any, Any], chorus: ServiceState
+) -> Response[Any]:
     """Synthesize ``text``; a complete file with the batch facts in ``X-*`` headers, or a stream."""
     pipeline = ready_pipeline(chorus)
     info = pipeline.backend.info
@@ -42,5 +50,12 @@ async def generate_speech(data: GenerateRequest, chorus: ServiceState) -> Respon
         temperature=data.temperature, speed=data.speed, seed=seed, voice=data.voice or data.speaker
     )
     return await audio_response(
-        pipeline, text, params, language=data.language, fmt=fmt, sample_rate_hz=data.sample_rate, stream=data.stream
+        request,
+        pipeline,
+        text,
+        params,
+        language=data.language,
+        fmt=fmt,
+        sample_rate_hz=data.sample_rate,
+        stream=data.stream,
     )

@@ -38,6 +38,21 @@ class ServiceState:
     failure: str | None = None
     started_at: float = field(default_factory=time.monotonic)
     load_s: float | None = None
+    requests_disconnected: int = 0
+
+    def stats(self) -> dict[str, object]:
+        """Counters for operators (and the tests that prove jobs were dropped)."""
+        batcher = self.batcher
+        return {
+            "phase": self.phase.value,
+            "queue_depth": batcher.queue_depth if batcher else 0,
+            "batches_run": batcher.batches_run if batcher else 0,
+            "jobs_run": batcher.jobs_run if batcher else 0,
+            "jobs_dropped_disconnected": batcher.jobs_dropped_abandoned if batcher else 0,
+            "jobs_dropped_deadline": batcher.jobs_dropped_deadline if batcher else 0,
+            "jobs_refused_overload": batcher.jobs_refused if batcher else 0,
+            "requests_disconnected": self.requests_disconnected,
+        }
 
     def health(self) -> tuple[int, dict[str, str] | None]:
         """(status code, JSON body or None) for /ping: 204 loading, 200 ready, 503 failed or draining."""

@@ -5,23 +5,24 @@ from __future__ import annotations
 import base64
 import json
 import unicodedata
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 import anyio
 import numpy as np
-from litestar import Response
+from litestar import Request, Response
 from litestar.response import Stream
 
 from inference.audio.formats import FORMATS, StreamEncoder, encode_audio, media_type
 from inference.backends.base import SynthesisParams
 from inference.speech import SpeechPipeline
-from service.errors import ServiceUnavailableError, UnprocessableError
+from service.errors import ClientDisconnectedError, ServiceUnavailableError, UnprocessableError
 from service.state import Phase, ServiceState
 
 __all__ = ["audio_response", "check_format", "clean_text", "ready_pipeline", "served_language"]
 
 _EMPTY = np.zeros(0, dtype=np.float32)
+T = TypeVar("T")
 
 
 def ready_pipeline(chorus: ServiceState) -> SpeechPipeline:
@@ -62,7 +63,40 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
+async def unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:
+    """Await ``work`` unless the client goes away first; then cancel it (its queued jobs are dropped).
+
+    Litestar does not cancel a handler whose client disconnects, so an abandoned request would keep
+    its place in the queue and be synthesized for nobody. Watching ``receive()`` for
+    ``http.disconnect`` beside the work notices it.
+    """
+    outcome: list[T] = []
+    failure: list[Exception] = []
+
+    async def run(scope: anyio.CancelScope) -> None:
+        try:
+            outcome.append(await work)
+        except Exception as exc:  # re-raised below, outside the task group's ExceptionGroup
+            failure.append(exc)
+        scope.cancel()
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run, group.cancel_scope)
+        group.start_soon(watch, group.cancel_scope)
+    if failure:
+        raise failure[0]
+    if not outcome:
+        raise ClientDisconnectedError
+    return outcome[0]
+
+
 async def audio_response(
+    request: Request[Any, Any, Any],
     pipeline: SpeechPipeline,
     text: str,
     params: SynthesisParams,
@@ -76,7 +110,7 @@ async def audio_response(
     """Synthesize and answer: a complete file with batch headers, or a stream as chunks finish."""
     source_rate = pipeline.backend.info.sample_rate_hz
     if not stream:
-        result = await pipeline.synthesize(text, params, language)
+        result = await unless_disconnected(request, pipeline.synthesize(text, params, language))
         body, rate = await anyio.to_thread.run_sync(encode_audio, result.chunks, fmt, source_rate, sample_rate_hz)
         headers = {
             "X-Batch-Size": str(result.batch_size),

@@ -284,3 +284,53 @@ async def test_sentence_chunks_join_at_silence_so_streams_do_not_click(voice: An
         assert float(np.abs(chunk[:edge]).max()) < 0.002
         assert float(np.abs(chunk[-edge:]).max()) < 0.002
         assert float(np.abs(chunk).max()) > 0.1  # and there is speech in between
+
+
+def _stats(server: Server) -> dict[str, Any]:
+    with urllib.request.urlopen(server.url + "/stats", timeout=10) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def test_clients_that_disconnect_while_queued_are_never_synthesized(voice_server: Server, voice: Any) -> None:
+    import socket
+    import threading
+    import time
+
+    from inference.speech import SpeechPipeline
+
+    before = _stats(voice_server)
+    long_text = " ".join(SENTENCES * 4)  # one large batch that keeps the worker busy for seconds
+    long_request = threading.Thread(
+        target=lambda: urllib.request.urlopen(
+            urllib.request.Request(
+                voice_server.url + "/generate",
+                data=json.dumps({"text": long_text}).encode(),
+                headers={"Content-Type": "application/json"},
+            ),
+            timeout=300,
+        ).read()
+    )
+    long_request.start()
+    time.sleep(1.0)  # the long request is in the worker
+    sockets = []
+    for i in range(10):
+        body = json.dumps({"text": f"Nobody will hear sentence number {i}."}).encode()
+        sock = socket.create_connection(("127.0.0.1", voice_server.port))
+        sock.sendall(
+            b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        sockets.append(sock)
+    time.sleep(0.5)  # queued behind the long batch
+    for sock in sockets:
+        sock.close()  # the clients give up
+    long_request.join(300)
+    deadline = time.monotonic() + 60
+    while _stats(voice_server)["queue_depth"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    after = _stats(voice_server)
+    assert after["jobs_dropped_disconnected"] - before["jobs_dropped_disconnected"] >= 10
+    assert after["requests_disconnected"] - before["requests_disconnected"] >= 10
+    long_jobs = sum(len(g) for g in SpeechPipeline(voice, None).prepare(long_text, SynthesisParams(), "en"))  # type: ignore[arg-type]
+    assert after["jobs_run"] - before["jobs_run"] == long_jobs  # the long request's sentences, none of the ten

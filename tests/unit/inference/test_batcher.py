@@ -255,3 +255,25 @@ async def test_a_plain_request_is_not_held_back(runner: ScriptedRunner) -> None:
     await batcher.run([Item(f"chunk-{i}") for i in range(10)])
     assert [len(b) for b in runner.batches] == [10]
     batcher.stop()
+
+
+async def test_a_job_past_its_deadline_is_dropped_unsynthesized(runner: ScriptedRunner) -> None:
+    import time
+
+    from inference import DeadlineExceededError
+
+    batcher = make(runner)
+    runner.gate.clear()
+    blocker = asyncio.ensure_future(batcher.submit(Item("block")))
+    await _wait_for(runner.entered)
+    late = asyncio.ensure_future(batcher.run([Item("late")], deadline=time.monotonic() + 0.05))
+    on_time = asyncio.ensure_future(batcher.run([Item("on time")], deadline=time.monotonic() + 60))
+    await asyncio.sleep(0.2)  # the deadline passes while the worker is busy
+    runner.gate.set()
+    with pytest.raises(DeadlineExceededError):
+        await late
+    assert (await on_time)[0].value == "ON TIME"
+    await blocker
+    assert all("late" not in batch for batch in runner.batches)
+    assert batcher.jobs_dropped_deadline == 1
+    batcher.stop()
