@@ -91,6 +91,11 @@ def _disconnected(request: Request, exc: ClientDisconnectedError) -> Response[di
     return error_response(request, 499, "the client closed the connection")
 
 
+def _too_deep(request: Request, exc: RecursionError) -> Response[dict[str, object]]:  # type: ignore[type-arg]
+    # msgspec raises RecursionError for JSON nested thousands deep; that is bad input, not a crash.
+    return error_response(request, 400, "the JSON body is nested too deeply")
+
+
 def _internal(request: Request, exc: Exception) -> Response[dict[str, object]]:  # type: ignore[type-arg]
     log.error("unhandled %s while serving %s", type(exc).__name__, request.url.path, exc_info=exc)
     return error_response(request, 500, "internal error; quote the request id when reporting it")
@@ -100,5 +105,6 @@ exception_handlers = {
     InferenceError: _inference_error,
     ServiceUnavailableError: _unavailable,
     ClientDisconnectedError: _disconnected,
+    RecursionError: _too_deep,
     500: _internal,
 }

@@ -105,6 +105,10 @@ def _inference_error(request: Request[Any, Any, Any], exc: InferenceError) -> Re
     return _openai_error(request, status, message, param="input" if status == 422 else None, retry_after_s=retry)
 
 
+def _too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[dict[str, Any]]:
+    return _openai_error(request, 400, "the JSON body is nested too deeply")
+
+
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     return _openai_error(request, 500, "internal error")
 
@@ -195,6 +199,7 @@ openai_router = Router(
     exception_handlers={
         HTTPException: _http_error,
         InferenceError: _inference_error,
+        RecursionError: _too_deep,
         500: _internal,
     },
 )

@@ -12,7 +12,8 @@ _UNKNOWN_SIZE = 0xFFFFFFFF
 
 def float_to_pcm16(audio: npt.NDArray[np.floating]) -> bytes:
     """Convert float samples in [-1, 1] (clipped) to little-endian signed 16-bit PCM bytes."""
-    clipped = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+    # NaN (a diverged model) becomes silence rather than full-scale garbage.
+    clipped = np.clip(np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
     return (clipped * 32767.0).round().astype("<i2").tobytes()
 
 
