@@ -108,6 +108,7 @@ class MicroBatcher(Generic[T, R]):
         max_batch_size: int,
         max_queue_size: int,
         max_batch_wait_s: float = 0.0,
+        oom_cooldown_s: float = 60.0,
         length_of: Callable[[T], int] = lambda _item: 0,
         key_of: Callable[[T], Hashable] = lambda _item: None,
         name: str = "chorus-batcher",
@@ -134,6 +135,11 @@ class MicroBatcher(Generic[T, R]):
         self._busy_since: float | None = None
         self._batch_s_ewma: float | None = None
         self._batch_seq = 0
+        # After an out-of-memory error the batch size is halved for a while (see _run_isolated).
+        self.oom_cooldown_s = oom_cooldown_s
+        self._oom_cap: int | None = None
+        self._oom_until = 0.0
+        self.oom_events = 0
         self.failure: BaseException | None = None
         self.batches_run = 0
         self.jobs_run = 0
@@ -200,6 +206,13 @@ class MicroBatcher(Generic[T, R]):
     def alive(self) -> bool:
         """Whether the worker thread is running and has not died."""
         return self._thread is not None and self._thread.is_alive() and self.failure is None
+
+    @property
+    def current_max_batch_size(self) -> int:
+        """The batch size in force: the configured one, or less during an out-of-memory cool-down."""
+        if self._oom_cap is not None and time.monotonic() < self._oom_until:
+            return min(self.max_batch_size, self._oom_cap)
+        return self.max_batch_size
 
     @property
     def busy_for_s(self) -> float:
@@ -323,7 +336,8 @@ class MicroBatcher(Generic[T, R]):
             batch: list[_Job[T, R]] = []
             kept: deque[_Job[T, R]] = deque()
             taken: dict[int, int] = {}
-            while self._queue and len(batch) < self.max_batch_size:
+            limit = self.current_max_batch_size
+            while self._queue and len(batch) < limit:
                 job = self._queue.popleft()
                 group = job.group
                 if job.abandoned:
@@ -389,6 +403,13 @@ class MicroBatcher(Generic[T, R]):
             if len(results) != len(batch):
                 raise RuntimeError(f"backend returned {len(results)} results for {len(batch)} jobs")
         except Exception as exc:
+            if _is_out_of_memory(exc) and len(batch) > 1:
+                # The device ran out of memory for this many rows: halve the batch size for a cool-down
+                # period (later batches too) and retry the halves; the failing rows are not at fault.
+                self._oom_cap = max(1, min(len(batch) // 2, self.current_max_batch_size))
+                self._oom_until = time.monotonic() + self.oom_cooldown_s
+                self.oom_events += 1
+                log.warning("out of memory with %d rows: batch size capped at %d", len(batch), self._oom_cap)
             if len(batch) == 1:
                 log.error("synthesis failed for one job: %s", type(exc).__name__, exc_info=exc)
                 _resolve(batch[0], exception=SynthesisError("synthesis failed"))
@@ -410,6 +431,11 @@ class MicroBatcher(Generic[T, R]):
                     batch_id=self._batch_seq,
                 ),
             )
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    # torch.cuda.OutOfMemoryError (and torch.OutOfMemoryError) without importing torch here.
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()[:200]
 
 
 def _resolve(job: _Job[T, R], *, result: Completed[R] | None = None, exception: BaseException | None = None) -> None:

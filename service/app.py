@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 import anyio
@@ -116,9 +119,11 @@ def _lifespan(backend: Backend | None) -> Any:
         health_server = None
         if settings.port_health is not None and settings.port_health != settings.port:
             health_server = await start_health_server(settings.host, settings.port_health, chorus.health)
+        restore = _watch_termination(chorus, asyncio.get_running_loop())
         try:
             yield
         finally:
+            restore()
             chorus.phase = Phase.DRAINING
             if health_server is not None:
                 health_server.close()
@@ -130,6 +135,46 @@ def _lifespan(backend: Backend | None) -> Any:
                 await anyio.to_thread.run_sync(lambda: batcher.stop(drain=True, timeout_s=60.0))
 
     return lifespan
+
+
+def _watch_termination(chorus: ServiceState, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """On SIGTERM/SIGINT: report draining at once, then let granian drain as it does.
+
+    granian stops accepting and waits for in-flight requests before the lifespan's shutdown runs; until
+    then /ping on PORT_HEALTH would still say 200. This Python-level handler runs beside granian's own
+    (the event loop learns of the signal through its wakeup fd, whatever Python handler is set), flips
+    the state to draining, and bounds the drain: after CHORUS_DRAIN_TIMEOUT_S, jobs still queued fail
+    with 503 so that their handlers return and the process can exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # only the main thread may set signal handlers (tests run apps elsewhere)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def abort_queue() -> None:
+        batcher = chorus.batcher
+        if batcher is not None:
+            log.warning("drain timeout (%.0f s): failing the jobs still queued", chorus.settings.drain_timeout_s)
+            threading.Thread(target=lambda: batcher.stop(drain=False, timeout_s=0.0), daemon=True).start()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if chorus.phase is not Phase.DRAINING:
+            # New requests now get 503 (ready_pipeline); the batcher keeps taking the later sentences
+            # of streams already answering, so every accepted request can finish.
+            chorus.phase = Phase.DRAINING
+            loop.call_soon_threadsafe(loop.call_later, chorus.settings.drain_timeout_s, abort_queue)
+        handler = previous.get(signal.Signals(signum))
+        if callable(handler):
+            handler(signum, frame)
+
+    for sig in previous:
+        signal.signal(sig, on_signal)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+    return restore
 
 
 def _request_id_middleware(app: ASGIApp) -> ASGIApp:

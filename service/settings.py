@@ -59,6 +59,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     torch_threads: Positive | None = None
     #: CHORUS_REQUEST_TIMEOUT_S: a job still queued then is dropped (504); below RunPod's 330 s cut.
     request_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 300.0
+    #: CHORUS_DRAIN_TIMEOUT_S: after SIGTERM, how long queued jobs may still run before they fail (503).
+    drain_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 60.0
+    #: CHORUS_WATCHDOG_S: a batch running longer than this turns /ping to 503 (the worker is stuck).
+    watchdog_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 180.0
     #: CHORUS_SWITCH_INTERVAL_MS: how often Python lets another thread take the GIL (Python's default: 5).
     #: The model thread launches GPU work in Python; a shorter interval keeps the event loop responsive.
     switch_interval_ms: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = None
@@ -127,6 +131,8 @@ ENV_NAMES: dict[str, str] = {
     "CHORUS_LOG_LEVEL": "log_level",
     "CHORUS_SWITCH_INTERVAL_MS": "switch_interval_ms",
     "CHORUS_REQUEST_TIMEOUT_S": "request_timeout_s",
+    "CHORUS_DRAIN_TIMEOUT_S": "drain_timeout_s",
+    "CHORUS_WATCHDOG_S": "watchdog_s",
 }
 _FIELD_TO_ENV = {field: name for name, field in ENV_NAMES.items()}
 _CHORUS_NAMES = [n for n in ENV_NAMES if n.startswith("CHORUS_")]

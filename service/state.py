@@ -51,13 +51,20 @@ class ServiceState:
             "jobs_dropped_disconnected": batcher.jobs_dropped_abandoned if batcher else 0,
             "jobs_dropped_deadline": batcher.jobs_dropped_deadline if batcher else 0,
             "jobs_refused_overload": batcher.jobs_refused if batcher else 0,
+            "oom_events": batcher.oom_events if batcher else 0,
+            "max_batch_size_now": batcher.current_max_batch_size if batcher else 0,
             "requests_disconnected": self.requests_disconnected,
         }
 
     def health(self) -> tuple[int, dict[str, str] | None]:
         """(status code, JSON body or None) for /ping: 204 loading, 200 ready, 503 failed or draining."""
-        if self.phase is Phase.READY and self.batcher is not None and not self.batcher.alive:
-            return 503, {"status": "error", "detail": "the inference worker has stopped"}
+        batcher = self.batcher
+        if self.phase is Phase.READY and batcher is not None:
+            if not batcher.alive:
+                return 503, {"status": "error", "detail": "the inference worker has stopped"}
+            if batcher.busy_for_s > self.settings.watchdog_s:
+                # A batch that never ends: the platform should replace this worker.
+                return 503, {"status": "error", "detail": "the inference worker is stuck"}
         if self.phase is Phase.LOADING:
             return 204, None
         if self.phase is Phase.READY:

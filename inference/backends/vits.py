@@ -284,11 +284,19 @@ class VitsBackend:
         self.synthesize(jobs[:1])
         self.synthesize(jobs)
 
-    @torch.inference_mode()
     def synthesize(self, jobs: Sequence[SynthesisJob]) -> list[npt.NDArray[np.float32]]:
         """Run one batched forward pass; every waveform is trimmed to its own length."""
         if not jobs:
             return []
+        try:
+            return self._synthesize(jobs)
+        except torch.cuda.OutOfMemoryError:
+            # Give the cached blocks back before the batcher retries with fewer rows.
+            torch.cuda.empty_cache()
+            raise
+
+    @torch.inference_mode()
+    def _synthesize(self, jobs: Sequence[SynthesisJob]) -> list[npt.NDArray[np.float32]]:
         model, device = self.model, self.device
         batch = len(jobs)
         lengths = [job.length for job in jobs]

@@ -277,3 +277,30 @@ async def test_a_job_past_its_deadline_is_dropped_unsynthesized(runner: Scripted
     assert all("late" not in batch for batch in runner.batches)
     assert batcher.jobs_dropped_deadline == 1
     batcher.stop()
+
+
+class OutOfMemoryError(RuntimeError):
+    """Named like torch.cuda.OutOfMemoryError, which the batcher recognises by name."""
+
+
+async def test_out_of_memory_halves_the_batch_for_a_while_and_loses_no_job() -> None:
+    seen: list[int] = []
+
+    def run(items: Sequence[Item]) -> list[str]:
+        seen.append(len(items))
+        if len(items) > 2:
+            raise OutOfMemoryError("CUDA out of memory")
+        return [item.text.upper() for item in items]
+
+    batcher: MicroBatcher[Item, str] = MicroBatcher(run, max_batch_size=8, max_queue_size=64, oom_cooldown_s=60)
+    batcher.start().result(timeout=10)
+    done = await batcher.run([Item(str(i)) for i in range(8)])
+    assert [d.value for d in done] == [str(i) for i in range(8)]
+    assert seen[0] == 8
+    assert max(seen[1:]) <= 4
+    assert batcher.oom_events >= 1
+    assert batcher.current_max_batch_size == 2  # still capped: the cool-down has not passed
+    seen.clear()
+    await batcher.run([Item(f"later-{i}") for i in range(6)])
+    assert max(seen) <= 2
+    batcher.stop()
