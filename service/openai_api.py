@@ -23,6 +23,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from inference.backends.base import ModelInfo, SynthesisParams
 from inference.errors import InferenceError, QueueFullError
 from service.errors import STATUS_TABLE
+from service.schemas import OpenAIErrorBody, audio_spec, error_specs
 from service.state import ServiceState
 from service.synthesis import audio_response, check_format, clean_text, ready_pipeline
 
@@ -130,7 +131,15 @@ def resolve_voice(info: ModelInfo, voice: str) -> str | None:
     )
 
 
-@post("/audio/speech", status_code=200, summary="OpenAI-compatible text to speech (streams by default)")
+@post(
+    "/audio/speech",
+    status_code=200,
+    summary="OpenAI-compatible text to speech (streams by default)",
+    responses={
+        200: audio_spec("audio/mpeg", "The audio (audio/mpeg unless response_format asks for another)"),
+        **error_specs(OpenAIErrorBody, 400, 401, 404, 422, 429, 499, 500, 503, 504),
+    },
+)
 async def create_speech(data: SpeechRequest, request: Request[Any, Any, Any], chorus: ServiceState) -> Response[Any]:
     """``client.audio.speech.create(...)``: audio in the requested format, streamed as it is made."""
     pipeline = ready_pipeline(chorus)
@@ -164,7 +173,11 @@ async def create_speech(data: SpeechRequest, request: Request[Any, Any, Any], ch
     )
 
 
-@get("/models", summary="The models served (OpenAI's list shape)")
+@get(
+    "/models",
+    summary="The models served (OpenAI's list shape)",
+    responses=error_specs(OpenAIErrorBody, 401, 503),
+)
 async def list_models(chorus: ServiceState) -> dict[str, Any]:
     """Every name that selects the served model."""
     pipeline = ready_pipeline(chorus)
@@ -178,7 +191,11 @@ async def list_models(chorus: ServiceState) -> dict[str, Any]:
     }
 
 
-@get("/audio/voices", summary="The voices of the served model")
+@get(
+    "/audio/voices",
+    summary="The voices of the served model",
+    responses=error_specs(OpenAIErrorBody, 401, 503),
+)
 async def list_voices(chorus: ServiceState) -> dict[str, Any]:
     """The model's own voices, and the names mapped onto its default voice."""
     info = ready_pipeline(chorus).backend.info

@@ -6,32 +6,54 @@ import secrets
 from typing import Any
 
 from litestar import Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 
 from inference.backends.base import SynthesisParams
 from service.errors import UnprocessableError
-from service.schemas import GenerateRequest
+from service.schemas import ErrorBody, GenerateRequest, Health, audio_spec, error_specs
 from service.state import ServiceState
 from service.synthesis import audio_response, check_format, clean_text, ready_pipeline, served_language
 
 __all__ = ["generate_speech", "ping", "stats"]
 
 
-@get("/ping", opt={"auth": False}, summary="Health: 204 loading, 200 ready, 503 failed or draining")
-async def ping(chorus: ServiceState) -> Response[Any]:
+@get(
+    "/ping",
+    opt={"auth": False},
+    summary="Health: 204 loading, 200 ready, 503 failed or draining",
+    responses={
+        204: ResponseSpec(data_container=None, description="Loading (no body)"),
+        503: ResponseSpec(data_container=Health, description="Failed, stuck or draining", generate_examples=False),
+    },
+)
+async def ping(chorus: ServiceState) -> Response[Health]:
     """RunPod's health check: a bare 204 while the model loads, then 200 ``{"status":"ok"}``."""
     status, body = chorus.health()
     if status == 204:
-        return Response(None, status_code=204)
-    return Response(body, status_code=status)
+        return Response(None, status_code=204)  # type: ignore[arg-type]
+    assert body is not None
+    return Response(Health(**body), status_code=status)
 
 
-@get("/stats", summary="Queue and batch counters: jobs run, dropped (disconnect, deadline), refused")
+@get(
+    "/stats",
+    summary="Queue and batch counters: jobs run, dropped (disconnect, deadline), refused",
+    responses=error_specs(ErrorBody, 401),
+)
 async def stats(chorus: ServiceState) -> dict[str, object]:
     """Operator counters (a Prometheus endpoint comes with the operations work)."""
     return chorus.stats()
 
 
-@post("/generate", status_code=200, summary="Synthesize speech (WAV by default; streamed with stream=true)")
+@post(
+    "/generate",
+    status_code=200,
+    summary="Synthesize speech (WAV by default; streamed with stream=true)",
+    responses={
+        200: audio_spec("audio/wav", "The audio (audio/wav unless response_format asks for another)"),
+        **error_specs(ErrorBody, 401, 413, 422, 429, 499, 500, 503, 504),
+    },
+)
 async def generate_speech(
     data: GenerateRequest, request: Request[Any, Any, Any], chorus: ServiceState
 ) -> Response[Any]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
+from litestar.openapi.datastructures import ResponseSpec
 
-__all__ = ["MAX_SEED", "GenerateRequest", "Health"]
+__all__ = ["MAX_SEED", "ErrorBody", "GenerateRequest", "Health", "OpenAIErrorBody", "audio_spec", "error_specs"]
 
 MAX_SEED = 2**63 - 1
 
@@ -40,8 +41,59 @@ class GenerateRequest(msgspec.Struct, kw_only=True):
     sample_rate: SampleRate | None = None
 
 
-class Health(msgspec.Struct):
+class Health(msgspec.Struct, omit_defaults=True):
     """GET /ping body when ready (200) or failed (503); 204 while loading has no body."""
 
     status: str
     detail: str | None = None
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    """Every error outside ``/v1``: Litestar's shape plus the request id."""
+
+    status_code: int
+    detail: str
+    request_id: str | None = None
+    extra: list[dict[str, object]] | dict[str, object] | None = None
+
+
+class OpenAIErrorDetail(msgspec.Struct):
+    """The inner object of an OpenAI error."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorBody(msgspec.Struct):
+    """Every error under ``/v1``, as OpenAI shapes them."""
+
+    error: OpenAIErrorDetail
+
+
+def error_specs(container: type, *statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI response entries for the error statuses a route can answer."""
+    return {
+        status: ResponseSpec(data_container=container, description=_ERROR_DESCRIPTIONS[status], generate_examples=False)
+        for status in statuses
+    }
+
+
+def audio_spec(media_type: str, description: str) -> ResponseSpec:
+    """The OpenAPI entry of a binary audio answer."""
+    return ResponseSpec(data_container=bytes, media_type=media_type, description=description, generate_examples=False)
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Malformed body or a value out of range",
+    401: "API key missing or invalid",
+    404: "Unknown model",
+    413: "Body over 1 MiB",
+    422: "Well-formed but not servable: empty text, unknown language, voice or format",
+    429: "Queue full; see Retry-After",
+    499: "Client closed the connection",
+    500: "Synthesis failed for this request",
+    503: "Loading, failed, or shutting down; see Retry-After",
+    504: "Deadline passed while queued",
+}
