@@ -8,7 +8,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: help install serve test test-fast lint format typecheck bench clean
+.PHONY: help install serve test test-fast lint format bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 
 bench: $(STAMP) ## backend vs HTTP service throughput on this machine (prints a table)
 	$(PY) benchmarks/bench_service.py
+
+soak: $(STAMP) ## bounded loopback soak: mixed, malformed and abandoned requests; memory and thread checks
+	$(PY) benchmarks/soak.py --json benchmarks/results/soak.json
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

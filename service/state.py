@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -15,6 +17,13 @@ from inference.speech import SpeechPipeline
 from service.settings import Settings
 
 __all__ = ["Phase", "ServiceState"]
+
+
+def _task_count() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # no running loop (called from a plain thread)
+        return 0
 
 
 class Phase(enum.Enum):
@@ -54,6 +63,8 @@ class ServiceState:
             "oom_events": batcher.oom_events if batcher else 0,
             "max_batch_size_now": batcher.current_max_batch_size if batcher else 0,
             "requests_disconnected": self.requests_disconnected,
+            "threads": threading.active_count(),
+            "tasks": _task_count(),
         }
 
     def health(self) -> tuple[int, dict[str, str] | None]:
