@@ -18,7 +18,8 @@ from typing import Any
 import anyio
 import numpy as np
 import numpy.typing as npt
-from litestar import Litestar
+from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.enums import ScopeType
@@ -204,6 +205,28 @@ def _provide_chorus(state: State) -> ServiceState:
     return state.chorus  # type: ignore[no-any-return]
 
 
+def _cors_config(settings: Settings) -> CORSConfig | None:
+    if not settings.cors_origins:
+        return None  # off unless configured: browsers on other origins get no CORS headers
+    return CORSConfig(
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Content-Type", "X-API-Key", "Authorization", "X-Request-Id"],
+        expose_headers=[
+            "X-Request-Id", "X-Batch-Size", "X-Queue-Time-Ms", "X-Inference-Time-Ms",
+            "X-Audio-Duration-S", "X-Seed", "X-Sample-Rate", "Retry-After",
+        ],
+    )  # fmt: skip
+
+
+def _openapi_config(settings: Settings) -> OpenAPIConfig | None:
+    if settings.docs == "off":
+        return None
+    # The schema routes live on their own router, so "public" exempts them through opt, like /ping.
+    router = Router(path="/schema", route_handlers=[], opt={"auth": settings.docs == "auth"})
+    return OpenAPIConfig(title="Chorus", version="0.1.0", path="/schema", openapi_router=router)
+
+
 def create_app(settings: Settings | None = None, backend: Backend | None = None) -> Litestar:
     """Build the app. ``backend`` lets tests hand in a loaded model; otherwise settings name one."""
     settings = settings or Settings.from_env()
@@ -220,5 +243,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         middleware=[_request_id_middleware],
         state=State({"chorus": chorus}),
         request_max_body_size=MAX_BODY_BYTES,
-        openapi_config=OpenAPIConfig(title="Chorus", version="0.1.0", path="/schema"),
+        openapi_config=_openapi_config(settings),
+        cors_config=_cors_config(settings),
     )

@@ -66,6 +66,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: CHORUS_SWITCH_INTERVAL_MS: how often Python lets another thread take the GIL (Python's default: 5).
     #: The model thread launches GPU work in Python; a shorter interval keeps the event loop responsive.
     switch_interval_ms: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = None
+    #: CHORUS_DOCS: the OpenAPI schema and docs under /schema: "auth" (same key rule as the API),
+    #: "public" (no key), or "off".
+    docs: Literal["auth", "public", "off"] = "auth"
+    #: CHORUS_CORS_ORIGINS: browser origins allowed to call the API (comma-separated); none = CORS off.
+    cors_origins: tuple[str, ...] = ()
     #: CHORUS_LOG_LEVEL
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -97,7 +102,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 raw[field] = tuple(part.strip() for part in value.split(",") if part.strip())
             elif field == "log_level":
                 raw[field] = value.upper()
-            elif field in {"dtype", "batch_decoder"}:
+            elif field in {"dtype", "batch_decoder", "docs"}:
                 raw[field] = value.lower()
             else:
                 raw[field] = value
@@ -129,6 +134,8 @@ ENV_NAMES: dict[str, str] = {
     "CHORUS_BATCH_DECODER": "batch_decoder",
     "CHORUS_TORCH_THREADS": "torch_threads",
     "CHORUS_LOG_LEVEL": "log_level",
+    "CHORUS_DOCS": "docs",
+    "CHORUS_CORS_ORIGINS": "cors_origins",
     "CHORUS_SWITCH_INTERVAL_MS": "switch_interval_ms",
     "CHORUS_REQUEST_TIMEOUT_S": "request_timeout_s",
     "CHORUS_DRAIN_TIMEOUT_S": "drain_timeout_s",
@@ -136,7 +143,7 @@ ENV_NAMES: dict[str, str] = {
 }
 _FIELD_TO_ENV = {field: name for name, field in ENV_NAMES.items()}
 _CHORUS_NAMES = [n for n in ENV_NAMES if n.startswith("CHORUS_")]
-_LIST_FIELDS = {"api_keys", "languages"}
+_LIST_FIELDS = {"api_keys", "languages", "cors_origins"}
 
 
 def _explain(message: str) -> str:

@@ -237,3 +237,28 @@ async def test_the_schema_follows_the_same_key_rule(keyed_client: AsyncTestClien
     allowed = await keyed_client.get("/schema/openapi.json", headers={"X-API-Key": KEY})
     assert allowed.status_code == 200
     assert "/generate" in allowed.json()["paths"]
+
+
+@pytest.mark.parametrize(("docs", "without_key", "with_key"), [("public", 200, 200), ("off", 404, 404)])
+async def test_docs_can_be_public_or_off(tiny_backend: Any, docs: str, without_key: int, with_key: int) -> None:
+    app = create_app(Settings(api_keys=(KEY,), docs=docs), backend=tiny_backend)  # type: ignore[arg-type]
+    async with AsyncTestClient(app) as client:
+        await wait_ready(client)
+        assert (await client.get("/schema/openapi.json")).status_code == without_key
+        assert (await client.get("/schema/openapi.json", headers={"X-API-Key": KEY})).status_code == with_key
+        assert (await client.post("/generate", json={"text": "hi"})).status_code == 401  # the API still needs it
+
+
+async def test_cors_is_off_unless_origins_are_configured(tiny_backend: Any) -> None:
+    origin = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    async with AsyncTestClient(create_app(Settings(), backend=tiny_backend)) as client:
+        await wait_ready(client)
+        response = await client.post("/generate", json={"text": "hi"}, headers={"Origin": "https://app.example"})
+        assert "access-control-allow-origin" not in response.headers
+    app = create_app(Settings(cors_origins=("https://app.example",)), backend=tiny_backend)
+    async with AsyncTestClient(app) as client:
+        await wait_ready(client)
+        preflight = await client.options("/generate", headers=origin)
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        other = await client.options("/generate", headers={**origin, "Origin": "https://evil.example"})
+        assert other.headers.get("access-control-allow-origin") != "https://evil.example"
