@@ -109,6 +109,7 @@ class MicroBatcher(Generic[T, R]):
         max_queue_size: int,
         max_batch_wait_s: float = 0.0,
         oom_cooldown_s: float = 60.0,
+        on_batch: Callable[[int, float], None] | None = None,
         length_of: Callable[[T], int] = lambda _item: 0,
         key_of: Callable[[T], Hashable] = lambda _item: None,
         name: str = "chorus-batcher",
@@ -135,6 +136,7 @@ class MicroBatcher(Generic[T, R]):
         self._busy_since: float | None = None
         self._batch_s_ewma: float | None = None
         self._batch_seq = 0
+        self._on_batch = on_batch
         # After an out-of-memory error the batch size is halved for a while (see _run_isolated).
         self.oom_cooldown_s = oom_cooldown_s
         self._oom_cap: int | None = None
@@ -393,6 +395,9 @@ class MicroBatcher(Generic[T, R]):
             self._busy_since = None
             self.batches_run += 1
             self.jobs_run += len(batch)
+            if self._on_batch is not None:
+                with contextlib.suppress(Exception):  # an observer must never take the worker down
+                    self._on_batch(len(batch), elapsed)
 
     def _run_isolated(self, batch: list[_Job[T, R]]) -> None:
         """Run a batch; if it raises, split it until the failing job is alone, so others still succeed."""

@@ -33,8 +33,9 @@ from inference.speech import SpeechPipeline
 from service.auth import require_api_key
 from service.errors import exception_handlers
 from service.health import start_health_server
+from service.observability import Metrics, observability_middleware
 from service.openai_api import openai_router
-from service.routes import generate_speech, ping, stats
+from service.routes import generate_speech, metrics_route, ping, stats
 from service.settings import Settings
 from service.state import Phase, ServiceState
 
@@ -84,6 +85,7 @@ async def _bring_up(chorus: ServiceState, backend: Backend | None) -> None:
         max_batch_wait_s=settings.max_batch_wait_ms / 1000.0,
         length_of=lambda job: job.length,
         key_of=lambda job: loaded[0].batch_key(job),
+        on_batch=chorus.metrics.observe_batch if chorus.metrics is not None else None,
     )
     try:
         await asyncio.wrap_future(batcher.start(setup))
@@ -223,7 +225,7 @@ def _openapi_config(settings: Settings) -> OpenAPIConfig | None:
     if settings.docs == "off":
         return None
     # The schema routes live on their own router, so "public" exempts them through opt, like /ping.
-    router = Router(path="/schema", route_handlers=[], opt={"auth": settings.docs == "auth"})
+    router = Router(path="/schema", route_handlers=[], opt={"auth": settings.docs == "auth"}, include_in_schema=False)
     return OpenAPIConfig(title="Chorus", version="0.1.0", path="/schema", openapi_router=router)
 
 
@@ -234,13 +236,14 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         sys.setswitchinterval(settings.switch_interval_ms / 1000.0)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     chorus = ServiceState(settings=settings)
+    chorus.metrics = Metrics(chorus)
     return Litestar(
-        route_handlers=[ping, stats, generate_speech, openai_router],
+        route_handlers=[ping, stats, metrics_route(settings), generate_speech, openai_router],
         guards=[require_api_key],
         dependencies={"chorus": Provide(_provide_chorus, sync_to_thread=False)},
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         lifespan=[_lifespan(backend)],
-        middleware=[_request_id_middleware],
+        middleware=[_request_id_middleware, observability_middleware],
         state=State({"chorus": chorus}),
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=_openapi_config(settings),

@@ -10,7 +10,9 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from inference.backends.base import SynthesisParams
 from service.errors import UnprocessableError
+from service.observability import CONTENT_TYPE
 from service.schemas import ErrorBody, GenerateRequest, Health, audio_spec, error_specs
+from service.settings import Settings
 from service.state import ServiceState
 from service.synthesis import audio_response, check_format, clean_text, ready_pipeline, served_language
 
@@ -40,9 +42,24 @@ async def ping(chorus: ServiceState) -> Response[Health]:
     summary="Queue and batch counters: jobs run, dropped (disconnect, deadline), refused",
     responses=error_specs(ErrorBody, 401),
 )
-async def stats(chorus: ServiceState) -> dict[str, object]:
+async def stats(chorus: ServiceState) -> dict[str, Any]:
     """Operator counters (a Prometheus endpoint comes with the operations work)."""
     return chorus.stats()
+
+
+def metrics_route(settings: Settings) -> Any:
+    """GET /metrics (Prometheus text format); key rule per CHORUS_METRICS."""
+
+    @get(
+        "/metrics",
+        opt={"auth": settings.metrics == "auth"},
+        include_in_schema=False,
+        summary="Prometheus metrics",
+    )
+    async def prometheus_metrics(chorus: ServiceState) -> Response[bytes]:
+        return Response(chorus.metrics.render(), media_type=CONTENT_TYPE)
+
+    return prometheus_metrics
 
 
 @post(

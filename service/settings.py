@@ -71,6 +71,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     docs: Literal["auth", "public", "off"] = "auth"
     #: CHORUS_CORS_ORIGINS: browser origins allowed to call the API (comma-separated); none = CORS off.
     cors_origins: tuple[str, ...] = ()
+    #: CHORUS_METRICS: GET /metrics under the API key rule ("auth") or without it ("public").
+    metrics: Literal["auth", "public"] = "auth"
     #: CHORUS_LOG_LEVEL
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -102,7 +104,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 raw[field] = tuple(part.strip() for part in value.split(",") if part.strip())
             elif field == "log_level":
                 raw[field] = value.upper()
-            elif field in {"dtype", "batch_decoder", "docs"}:
+            elif field in {"dtype", "batch_decoder", "docs", "metrics"}:
                 raw[field] = value.lower()
             else:
                 raw[field] = value
@@ -135,6 +137,7 @@ ENV_NAMES: dict[str, str] = {
     "CHORUS_TORCH_THREADS": "torch_threads",
     "CHORUS_LOG_LEVEL": "log_level",
     "CHORUS_DOCS": "docs",
+    "CHORUS_METRICS": "metrics",
     "CHORUS_CORS_ORIGINS": "cors_origins",
     "CHORUS_SWITCH_INTERVAL_MS": "switch_interval_ms",
     "CHORUS_REQUEST_TIMEOUT_S": "request_timeout_s",

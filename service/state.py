@@ -7,6 +7,7 @@ import enum
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -48,8 +49,9 @@ class ServiceState:
     started_at: float = field(default_factory=time.monotonic)
     load_s: float | None = None
     requests_disconnected: int = 0
+    metrics: Any = None  # service.observability.Metrics, set by create_app
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> dict[str, Any]:
         """Counters for operators (and the tests that prove jobs were dropped)."""
         batcher = self.batcher
         return {

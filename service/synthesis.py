@@ -109,8 +109,17 @@ async def audio_response(
 ) -> Response[Any]:
     """Synthesize and answer: a complete file with batch headers, or a stream as chunks finish."""
     source_rate = pipeline.backend.info.sample_rate_hz
+    # Facts for the access log and metrics (never the text itself).
+    facts: dict[str, Any] = request.scope.setdefault("state", {}).setdefault("synthesis", {})
+    facts.update(text_chars=len(text), format=fmt, stream=stream)
     if not stream:
         result = await unless_disconnected(request, pipeline.synthesize(text, params, language))
+        facts.update(
+            audio_s=round(result.samples / source_rate, 3),
+            queue_ms=round(result.queue_s * 1000, 1),
+            inference_ms=round(result.inference_s * 1000, 1),
+            batch_size=result.batch_size,
+        )
         body, rate = await anyio.to_thread.run_sync(encode_audio, result.chunks, fmt, source_rate, sample_rate_hz)
         headers = {
             "X-Batch-Size": str(result.batch_size),
@@ -129,7 +138,11 @@ async def audio_response(
         head = encoder.encode(_EMPTY)  # the WAV header goes out at once
         if head:
             yield head
+        samples = 0
         async for done in chunks:
+            samples += len(done.value)
+            facts["audio_s"] = round(samples / source_rate, 3)
+            facts["batch_size"] = max(facts.get("batch_size", 0), done.batch_size)
             data = encoder.encode(done.value)
             if data:
                 yield data

@@ -376,6 +376,16 @@ class VitsBackend:
             results.append(self._decode(single, None, g).float().squeeze().cpu().numpy().reshape(-1))
         return results
 
+    def device_memory(self) -> dict[str, int]:
+        """Accelerator memory in bytes (allocated, reserved, peak); empty on CPU."""
+        if self.device.type != "cuda":
+            return {}
+        return {
+            "allocated": int(torch.cuda.memory_allocated(self.device)),
+            "reserved": int(torch.cuda.memory_reserved(self.device)),
+            "peak": int(torch.cuda.max_memory_allocated(self.device)),
+        }
+
     def _to_host(self, waves: torch.Tensor) -> npt.NDArray[np.float32]:
         """Copy a batch of waveforms to host memory; on CUDA through a reused pinned buffer.
 

@@ -1,0 +1,142 @@
+"""Prometheus metrics and one JSON log line per request.
+
+Counters that the batcher already keeps (jobs run, dropped, refused) are read at scrape time by a
+collector rather than counted twice. Requests are labelled by route template from a fixed list, so a
+client cannot grow the label set by inventing paths. Logs carry no text and no key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from service.state import ServiceState
+
+__all__ = ["CONTENT_TYPE", "Metrics", "observability_middleware"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+ROUTES = ("/ping", "/generate", "/stats", "/metrics", "/v1/audio/speech", "/v1/models", "/v1/audio/voices")
+access_log = logging.getLogger("chorus.access")
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class _EngineCollector(Collector):
+    """Reads the batcher's own counters and gauges at scrape time."""
+
+    def __init__(self, chorus: ServiceState) -> None:
+        self.chorus = chorus
+
+    def collect(self) -> Iterator[Any]:
+        stats = self.chorus.stats()
+        yield GaugeMetricFamily(
+            "chorus_queue_depth", "Jobs (sentences) waiting for a batch", value=stats["queue_depth"]
+        )
+        yield CounterMetricFamily("chorus_batches", "Batches run", value=stats["batches_run"])
+        yield CounterMetricFamily("chorus_jobs", "Jobs (sentences) synthesized", value=stats["jobs_run"])
+        dropped = CounterMetricFamily("chorus_jobs_dropped", "Jobs dropped unsynthesized", labels=["reason"])
+        dropped.add_metric(["disconnect"], stats["jobs_dropped_disconnected"])
+        dropped.add_metric(["deadline"], stats["jobs_dropped_deadline"])
+        dropped.add_metric(["overload"], stats["jobs_refused_overload"])
+        yield dropped
+        yield CounterMetricFamily("chorus_oom_events", "Out-of-memory batch splits", value=stats["oom_events"])
+        if self.chorus.load_s is not None:
+            yield GaugeMetricFamily("chorus_model_load_seconds", "Load and warm-up time", value=self.chorus.load_s)
+        memory = getattr(self.chorus.backend, "device_memory", None)
+        if callable(memory):
+            gpu = GaugeMetricFamily("chorus_gpu_memory_bytes", "Accelerator memory", labels=["kind"])
+            for kind, value in memory().items():
+                gpu.add_metric([kind], value)
+            yield gpu
+
+
+class Metrics:
+    """One registry per app (tests build many apps in one process)."""
+
+    def __init__(self, chorus: ServiceState) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "chorus_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "chorus_request_seconds", "Request latency", ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry
+        )
+        self.queue = Histogram(
+            "chorus_queue_seconds",
+            "Time a request waited for its batch",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "chorus_batch_size", "Rows per batch", buckets=_BATCH_BUCKETS, registry=self.registry
+        )
+        self.audio = Counter("chorus_audio_seconds", "Audio produced", registry=self.registry)
+        self.registry.register(_EngineCollector(chorus))
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        """Called by the batcher's worker thread after every batch."""
+        self.batch_size.observe(size)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)
+
+
+def observability_middleware(app: ASGIApp) -> ASGIApp:
+    """Count, time and log every HTTP request (one JSON line; never the text, never a key)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 500
+        path = scope["path"]
+        route = path if path in ROUTES or path.startswith("/schema") else "other"
+        if route.startswith("/schema"):
+            route = "/schema"
+
+        async def send_and_watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_and_watch)
+        finally:
+            elapsed = time.monotonic() - started
+            state = scope.get("state", {})
+            litestar_app = scope.get("app")
+            chorus = getattr(litestar_app.state, "chorus", None) if litestar_app is not None else None
+            metrics: Metrics | None = getattr(chorus, "metrics", None)
+            facts: dict[str, Any] = state.get("synthesis", {})
+            if metrics is not None:
+                metrics.requests.labels(route, str(status)).inc()
+                metrics.latency.labels(route).observe(elapsed)
+                if "queue_ms" in facts:
+                    metrics.queue.observe(facts["queue_ms"] / 1000)
+                if "audio_s" in facts:
+                    metrics.audio.inc(facts["audio_s"])
+            if route != "/ping" and route != "/metrics":
+                record = {
+                    "request_id": state.get("request_id"),
+                    "route": route,
+                    "method": scope.get("method"),
+                    "status": status,
+                    "ms": round(elapsed * 1000, 1),
+                    **facts,
+                }
+                access_log.info(json.dumps(record, separators=(",", ":")))
+
+    return middleware
