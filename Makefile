@@ -34,6 +34,7 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check service inference benchmarks tests
 	$(VENV)/bin/ruff format --check service inference benchmarks tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint Containerfile
 
 format: $(STAMP) ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix service inference benchmarks tests

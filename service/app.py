@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import signal
 import sys
@@ -12,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -59,9 +61,17 @@ def _model_spec(settings: Settings) -> ModelSpec:
     )
 
 
+RUNPOD_HF_CACHE = Path("/runpod-volume/huggingface-cache/hub")
+
+
 def _load_backend(settings: Settings) -> Backend:
     # Imported here so that importing the app (and the HTTP-only tests) does not pay for torch.
     from inference.backends import load_backend
+
+    if "HF_HUB_CACHE" not in os.environ and RUNPOD_HF_CACHE.is_dir():
+        # A RunPod network volume carries the Hugging Face cache: hub ids resolve there, offline.
+        os.environ["HF_HUB_CACHE"] = str(RUNPOD_HF_CACHE)
+        log.info("using the network volume's Hugging Face cache at %s", RUNPOD_HF_CACHE)
 
     return load_backend(_model_spec(settings))
 
