@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from typing import Any
 
 
@@ -15,3 +16,17 @@ async def ping_after_loading(client: Any, timeout_s: float = 30.0) -> Any:
         if response.status_code != 204 or loop.time() > deadline:
             return response
         await asyncio.sleep(0.01)
+
+
+def decoded_seconds(data: bytes, fmt: str, rate: int) -> float:
+    """Duration of encoded audio, decoded with PyAV (raw PCM: by its byte count)."""
+    import av
+
+    if fmt == "pcm":
+        return len(data) / 2 / rate
+    samples, sample_rate = 0, rate
+    with av.open(io.BytesIO(data)) as container:
+        for frame in container.decode(audio=0):
+            samples += frame.samples
+            sample_rate = frame.sample_rate
+    return samples / sample_rate

@@ -10,7 +10,6 @@ import wave
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import httpx
 import numpy as np
 import openai
@@ -18,6 +17,7 @@ import pytest
 
 from inference.audio.formats import FORMATS
 from tests.e2e.server import Server, running_server
+from tests.helpers import decoded_seconds
 
 pytestmark = pytest.mark.slow
 
@@ -40,17 +40,6 @@ def client(server: Server) -> openai.OpenAI:
 
 def generate(server: Server, **body: object) -> httpx.Response:
     return httpx.post(server.url + "/generate", json=body, headers={"X-API-Key": KEY}, timeout=120)
-
-
-def decoded_seconds(data: bytes, fmt: str, rate: int = 16000) -> float:
-    if fmt == "pcm":
-        return len(data) / 2 / rate
-    samples, sample_rate = 0, rate
-    with av.open(io.BytesIO(data)) as container:
-        for frame in container.decode(audio=0):
-            samples += frame.samples
-            sample_rate = frame.sample_rate
-    return samples / sample_rate
 
 
 def wav_samples(data: bytes) -> np.ndarray:
@@ -136,7 +125,7 @@ def test_the_openai_client_streams(server: Server, client: openai.OpenAI) -> Non
     ) as response:
         pieces = list(response.iter_bytes())
     assert len(pieces) >= 1
-    assert decoded_seconds(b"".join(pieces), "mp3") > 0.1
+    assert decoded_seconds(b"".join(pieces), "mp3", 16000) > 0.1
 
 
 def test_sse_sends_base64_deltas_then_done(server: Server) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import struct
 
-import av
 import numpy as np
 import pytest
 
 from inference.audio.formats import FORMATS, StreamEncoder, codec_rate, encode_audio
+from tests.helpers import decoded_seconds
 
 RATE = 22050
 # Encoders add priming and padding: AAC ~2048 samples, MP3 ~1152 + a frame. Allow 0.2 s.
@@ -19,17 +18,6 @@ PADDING_S = 0.2
 def tone(seconds: float, rate: int = RATE) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-
-
-def decoded_seconds(data: bytes, fmt: str, rate: int) -> float:
-    if fmt == "pcm":
-        return len(data) / 2 / rate
-    samples, sample_rate = 0, rate
-    with av.open(io.BytesIO(data)) as container:
-        for frame in container.decode(audio=0):
-            samples += frame.samples
-            sample_rate = frame.sample_rate
-    return samples / sample_rate
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
