@@ -27,6 +27,8 @@ WHEELS = [
     "multipart==2.0.1",
     "rich-click==1.9.9",
     "sniffio==1.3.1",
+    "sentencex==1.0.32",
+    "soxr==1.1.0",
 ]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
 

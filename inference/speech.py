@@ -62,6 +62,9 @@ class SpeechPipeline:
         stream_window: int = 16,
         request_timeout_s: float = 300.0,
     ) -> None:
+        # The segmenter is imported now so that a broken install fails the load (503), not each request.
+        import sentencex  # noqa: F401
+
         self.backend = backend
         self.batcher = batcher
         self.max_chunk_chars = max_chunk_chars
