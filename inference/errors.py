@@ -27,6 +27,9 @@ class DeadlineExceededError(InferenceError):
 class InvalidTextError(InferenceError):
     """The text cannot be synthesized by this model (for example, nothing in it is pronounceable)."""
 
+    def __init__(self, message: str = "the text contains nothing this model can pronounce") -> None:
+        super().__init__(message)
+
 
 class UnknownVoiceError(InferenceError):
     """The requested voice is not one the model serves."""

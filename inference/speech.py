@@ -93,7 +93,7 @@ class SpeechPipeline:
                 out.append(jobs)
                 count += len(jobs)
         if not out:
-            raise InvalidTextError("the text contains nothing this model can pronounce")
+            raise InvalidTextError
         return out
 
     # ------------------------------------------------------------------ whole requests
@@ -120,7 +120,7 @@ class SpeechPipeline:
         while pending and not first:
             first = await anyio.to_thread.run_sync(self._prepare_sentence, pending.popleft(), params, 0)
         if not first:
-            raise InvalidTextError("the text contains nothing this model can pronounce")
+            raise InvalidTextError
         group = BatchGroup(progressive=True)
         head = self.batcher.enqueue(first, group=group, deadline=deadline)  # QueueFullError here becomes a 429
         return self._follow(asyncio.ensure_future(head.wait()), group, pending, params, len(first), deadline)

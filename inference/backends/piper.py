@@ -292,11 +292,9 @@ def cached_conversion(onnx_path: str | Path, cache_dir: str | Path) -> Path:
     if not onnx_path.is_file():
         raise ModelLoadError(f"{onnx_path}: no such Piper voice file")
     key = _sha256(onnx_path)
-    config_digest = (
-        hashlib.sha256(piper_config_path(onnx_path).read_bytes()).hexdigest()[:8]
-        if piper_config_path(onnx_path).is_file()
-        else "noconfig"
-    )
+    # The config (phoneme map, scales) is part of the voice too: a changed .onnx.json converts again.
+    config = piper_config_path(onnx_path)
+    config_digest = hashlib.sha256(config.read_bytes()).hexdigest()[:8] if config.is_file() else "noconfig"
     target = cache_dir / "piper" / f"{onnx_path.stem}-{key[:16]}-{config_digest}"
     if (target / "config.json").is_file() and (target / PIPER_CONFIG_NAME).is_file():
         return target

@@ -27,8 +27,6 @@ _ISO3_TO_ISO1 = {
     "vie": "vi", "ind": "id", "swh": "sw", "kor": "ko", "jpn": "ja", "cmn": "zh", "fas": "fa",
 }  # fmt: skip
 
-_NOTHING_TO_SAY = "the text contains nothing this model can pronounce"
-
 
 class TextFrontend(Protocol):
     """Turns text into token-id sequences, one per segment (sentence), for one model."""
@@ -69,7 +67,7 @@ class MmsFrontend:
         with self._lock:
             ids = self.tokenizer(text)["input_ids"]
         if not any(i not in self._silent for i in ids):
-            raise InvalidTextError(_NOTHING_TO_SAY)
+            raise InvalidTextError
         return [np.asarray(ids, dtype=np.int64)]
 
 
@@ -118,7 +116,7 @@ class PiperFrontend:
             if any(i not in self._silent for i in ids):
                 segments.append(np.asarray(ids, dtype=np.int64))
         if not segments:
-            raise InvalidTextError(_NOTHING_TO_SAY)
+            raise InvalidTextError
         return segments
 
 
