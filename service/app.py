@@ -37,6 +37,7 @@ from service.errors import exception_handlers
 from service.health import start_health_server
 from service.observability import Metrics, observability_middleware
 from service.openai_api import openai_router
+from service.playground import playground_routers
 from service.routes import generate_speech, metrics_route, ping, stats
 from service.settings import Settings
 from service.state import Phase, ServiceState
@@ -247,8 +248,11 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     chorus = ServiceState(settings=settings)
     chorus.metrics = Metrics(chorus)
+    handlers: list[Any] = [ping, stats, metrics_route(settings), generate_speech, openai_router]
+    if settings.playground:
+        handlers += playground_routers()
     return Litestar(
-        route_handlers=[ping, stats, metrics_route(settings), generate_speech, openai_router],
+        route_handlers=handlers,
         guards=[require_api_key],
         dependencies={"chorus": Provide(_provide_chorus, sync_to_thread=False)},
         exception_handlers=exception_handlers,  # type: ignore[arg-type]

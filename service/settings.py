@@ -73,6 +73,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cors_origins: tuple[str, ...] = ()
     #: CHORUS_METRICS: GET /metrics under the API key rule ("auth") or without it ("public").
     metrics: Literal["auth", "public"] = "auth"
+    #: CHORUS_PLAYGROUND: the web playground at / and /playground (0 turns it off).
+    playground: bool = True
     #: CHORUS_LOG_LEVEL
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -106,6 +108,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 raw[field] = value.upper()
             elif field in {"dtype", "batch_decoder", "docs", "metrics"}:
                 raw[field] = value.lower()
+            elif field in _BOOL_FIELDS:
+                raw[field] = _BOOL_WORDS.get(value.lower(), value)
             else:
                 raw[field] = value
         unknown = sorted(n for n in env if n.startswith("CHORUS_") and n not in ENV_NAMES)
@@ -143,10 +147,13 @@ ENV_NAMES: dict[str, str] = {
     "CHORUS_REQUEST_TIMEOUT_S": "request_timeout_s",
     "CHORUS_DRAIN_TIMEOUT_S": "drain_timeout_s",
     "CHORUS_WATCHDOG_S": "watchdog_s",
+    "CHORUS_PLAYGROUND": "playground",
 }
 _FIELD_TO_ENV = {field: name for name, field in ENV_NAMES.items()}
 _CHORUS_NAMES = [n for n in ENV_NAMES if n.startswith("CHORUS_")]
 _LIST_FIELDS = {"api_keys", "languages", "cors_origins"}
+_BOOL_FIELDS = {"playground"}
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 def _explain(message: str) -> str:

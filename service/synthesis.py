@@ -159,6 +159,14 @@ async def audio_response(
             event = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")}
             yield f"data: {json.dumps(event)}\n\n".encode()
         usage = {"input_tokens": len(text), "output_tokens": 0, "total_tokens": len(text)}
-        yield f"data: {json.dumps({'type': 'speech.audio.done', 'usage': usage})}\n\n".encode()
+        # A Chorus extension (clients ignore unknown keys): what a stream's headers could not say yet.
+        summary = {
+            "audio_seconds": facts.get("audio_s", 0.0),
+            "batch_size": facts.get("batch_size", 0),
+            "seed": params.seed,
+            "sample_rate": encoder.rate_hz,
+        }
+        done = {"type": "speech.audio.done", "usage": usage, "chorus": summary}
+        yield f"data: {json.dumps(done)}\n\n".encode()
 
     return Stream(events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
