@@ -1,4 +1,4 @@
-"""The ``chorus`` command: ``serve`` and ``convert-piper``."""
+"""The ``chorus`` command: ``serve``, ``runpod-worker`` and ``convert-piper``."""
 
 from __future__ import annotations
 
@@ -62,7 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("voice", help="the voice's .onnx file (its .onnx.json must sit beside it)")
     convert.add_argument("out_dir", help="folder to write the checkpoint into")
     convert.set_defaults(func=_convert)
-    args = parser.parse_args(argv)
+    worker = sub.add_parser(
+        "runpod-worker",
+        help="RunPod queue mode: the runpod SDK's worker on the same engine (needs chorus-tts[runpod]); "
+        "SDK flags such as --test_input JSON and --rp_serve_api pass through",
+    )
+    worker.set_defaults(func=None)
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["runpod-worker"]:
+        # The SDK parses its own flags; argparse would refuse them.
+        from service.runpod_worker import run_worker
+
+        return run_worker(arguments[1:])
+    args = parser.parse_args(arguments)
     return int(args.func(args))
 
 

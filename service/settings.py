@@ -73,6 +73,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cors_origins: tuple[str, ...] = ()
     #: CHORUS_METRICS: GET /metrics under the API key rule ("auth") or without it ("public").
     metrics: Literal["auth", "public"] = "auth"
+    #: CHORUS_RUNPOD_CONCURRENCY: jobs a queue-mode worker holds at once (unset: 2 x max batch size).
+    runpod_concurrency: Positive | None = None
     #: CHORUS_PLAYGROUND: the web playground at / and /playground (0 turns it off).
     playground: bool = True
     #: CHORUS_LOG_LEVEL
@@ -148,6 +150,7 @@ ENV_NAMES: dict[str, str] = {
     "CHORUS_DRAIN_TIMEOUT_S": "drain_timeout_s",
     "CHORUS_WATCHDOG_S": "watchdog_s",
     "CHORUS_PLAYGROUND": "playground",
+    "CHORUS_RUNPOD_CONCURRENCY": "runpod_concurrency",
 }
 _FIELD_TO_ENV = {field: name for name, field in ENV_NAMES.items()}
 _CHORUS_NAMES = [n for n in ENV_NAMES if n.startswith("CHORUS_")]
