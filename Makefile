@@ -8,7 +8,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: help install serve test test-fast lint format bench soak clean
+.PHONY: help install peers serve test test-fast lint format bench bench-quick soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -40,8 +40,14 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix service inference benchmarks tests
 	$(VENV)/bin/ruff format service inference benchmarks tests
 
-bench: $(STAMP) ## backend vs HTTP service throughput on this machine (prints a table)
-	$(PY) benchmarks/bench_service.py
+peers: $(STAMP) ## install the benchmark peers (FastAPI, uvicorn, LitServe): never product dependencies
+	$(PIP) install -q -r benchmarks/peers/requirements.txt
+
+bench-quick: peers ## Chorus vs raw, no-batch, naive FastAPI and LitServe in < 10 min: benchmarks/results/quick.*
+	$(PY) benchmarks/compare.py --quick
+
+bench: peers ## the full comparison sweep (concurrency 1-32, 30 s runs): benchmarks/results/cpu.* or gpu.*
+	$(PY) benchmarks/compare.py
 
 soak: $(STAMP) ## bounded loopback soak: mixed, malformed and abandoned requests; memory and thread checks
 	$(PY) benchmarks/soak.py --json benchmarks/results/soak.json

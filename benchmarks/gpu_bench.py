@@ -22,8 +22,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_service import _load, machine
-from benchmarks.sentences import SENTENCES
+from service.bench.loadgen import Target, closed_loop, summarize
+from service.bench.report import machine
+from service.bench.sentences import SENTENCES
 
 
 def load(model: str, dtype: str, device: str) -> Any:
@@ -111,6 +112,7 @@ def main() -> int:
     parser.add_argument("--dtypes", default="fp32,bf16,fp16")
     parser.add_argument("--concurrency", default="1,8,32,64,128")
     parser.add_argument("--min-seconds", type=float, default=2.0)
+    parser.add_argument("--http-seconds", type=float, default=8.0, help="closed-loop seconds per concurrency")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--device", default="cuda", help="cpu only for a dry run of the script")
     parser.add_argument("--profile-batch", type=int, default=0, help="profile one batch of this size")
@@ -172,14 +174,21 @@ def main() -> int:
         env.update(dict(kv.split("=", 1) for kv in variant.split(",") if kv))
         with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp), env) as server:
             for concurrency in [int(c) for c in args.concurrency.split(",")]:
-                result = asyncio.run(_load(server.url, concurrency, max(64, concurrency * 4)))
-                row = {"concurrency": concurrency, "dtype": best["dtype"], "variant": variant, **result}
-                row["audio_s_per_s"] = result["audio_s"] / result["wall_s"]
+                target = Target(url=server.url)
+                asyncio.run(closed_loop(target, concurrency, duration_s=2.0, quiet=True))  # warm-up
+                outcomes, wall = asyncio.run(
+                    closed_loop(target, concurrency, duration_s=args.http_seconds, first_index=1000, quiet=True)
+                )
+                result = summarize("chorus", outcomes, wall, concurrency=concurrency)
+                row = {"dtype": best["dtype"], "variant": variant, **result}
+                row["audio_s_per_s"] = result["throughput_audio_s_per_s"]
                 report["http"].append(row)
+                sizes = result["batch_sizes"]
+                mean_batch = sum(int(k) * v for k, v in sizes.items()) / max(1, sum(sizes.values()))
                 print(
                     f"http {best['dtype']} {variant or 'default'} c={concurrency:>4}: "
-                    f"{row['audio_s_per_s']:9.1f} audio-s/s, p50 {result['p50_ms']:.0f} ms, "
-                    f"mean batch {result['mean_batch']:.1f}",
+                    f"{row['audio_s_per_s']:9.1f} audio-s/s, p50 {result['p50_ms']} ms, "
+                    f"mean batch {mean_batch:.1f}, errors {result['errors']}",
                     flush=True,
                 )
     best_http = max(report["http"], key=lambda r: r["audio_s_per_s"])

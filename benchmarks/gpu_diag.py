@@ -13,9 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> None:
     import torch
 
-    from benchmarks.sentences import SENTENCES
     from inference.backends import ModelSpec, load_backend
     from inference.backends.base import SynthesisParams
+    from service.bench.sentences import SENTENCES
 
     dtype, size = sys.argv[1], int(sys.argv[2])
     backend = load_backend(

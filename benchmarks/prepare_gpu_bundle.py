@@ -29,6 +29,9 @@ WHEELS = [
     "sniffio==1.3.1",
     "sentencex==1.0.32",
     "soxr==1.1.0",
+    "httpx==0.28.1",
+    "httpcore==1.0.9",
+    "h11==0.16.0",
 ]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
 

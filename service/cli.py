@@ -1,4 +1,4 @@
-"""The ``chorus`` command: ``serve``, ``runpod-worker`` and ``convert-piper``."""
+"""The ``chorus`` command: ``serve``, ``runpod-worker``, ``bench`` and ``convert-piper``."""
 
 from __future__ import annotations
 
@@ -68,12 +68,18 @@ def main(argv: list[str] | None = None) -> int:
         "SDK flags such as --test_input JSON and --rp_serve_api pass through",
     )
     worker.set_defaults(func=None)
+    bench = sub.add_parser("bench", help="load-test a Chorus URL; `chorus bench --help` for its options")
+    bench.set_defaults(func=None)
     arguments = sys.argv[1:] if argv is None else argv
     if arguments[:1] == ["runpod-worker"]:
         # The SDK parses its own flags; argparse would refuse them.
         from service.runpod_worker import run_worker
 
         return run_worker(arguments[1:])
+    if arguments[:1] == ["bench"]:
+        from service.bench import main as bench_main
+
+        return bench_main(arguments[1:])
     args = parser.parse_args(arguments)
     return int(args.func(args))
 

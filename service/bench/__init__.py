@@ -1,0 +1,150 @@
+"""``chorus bench``: load-test any Chorus (or compatible) URL and write JSON, Markdown and PNG results.
+
+    chorus bench http://localhost:8000 --concurrency 1,4,16 --rates 2,8 --duration 20
+
+Closed loop at each concurrency (callers send their next request when the last one answers), then
+open loop with Poisson arrivals at each rate; a warm-up first; every run bounded by ``--duration`` and
+``--max-requests``. The key comes from ``--api-key`` or ``API_KEY``; behind RunPod, RunPod's key goes in
+``--bearer`` or ``RUNPOD_API_KEY``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.bench.loadgen import Target, closed_loop, open_loop, summarize
+from service.bench.report import machine, markdown_table, write_results
+
+__all__ = ["WARMUP_FIRST_INDEX", "cost_per_million_chars", "main", "sweep"]
+
+#: Warm-up requests are numbered from here, away from the measured runs' 0, 1, 2 ...
+WARMUP_FIRST_INDEX = 1_000_000
+
+
+def _numbers(text: str, kind: type[float] | type[int]) -> list[Any]:
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError("every value must be positive")
+    return values
+
+
+def _served_model(target: Target) -> str | None:
+    try:
+        response = httpx.get(target.url + "/v1/models", headers=target.headers(), timeout=10)
+        if response.status_code == 200:
+            return str(response.json()["data"][0]["id"])
+    except (httpx.HTTPError, KeyError, IndexError, ValueError):
+        pass
+    return None
+
+
+def cost_per_million_chars(price_per_hour: float, chars_per_s: float) -> float | None:
+    """What a million characters cost on a worker at this price, served at this rate all hour long."""
+    if chars_per_s <= 0:
+        return None
+    return round(price_per_hour / (chars_per_s * 3600) * 1_000_000, 4)
+
+
+async def sweep(
+    target: Target,
+    system: str,
+    *,
+    concurrencies: list[int],
+    rates: list[float],
+    duration_s: float,
+    warmup_s: float,
+    max_requests: int | None,
+    quiet: bool = False,
+) -> list[dict[str, Any]]:
+    """Warm up, then one closed-loop run per concurrency and one open-loop run per rate.
+
+    Every measured run starts at request 0 of the sentence set (texts and seeds), so every system and
+    every level sees the same sequence of requests; the warm-up uses requests from elsewhere.
+    """
+    rows = []
+    if warmup_s > 0:
+        await closed_loop(
+            target, max(concurrencies or [4]), duration_s=warmup_s, first_index=WARMUP_FIRST_INDEX,
+            label=f"{system} warm-up", quiet=quiet,
+        )  # fmt: skip
+    for concurrency in concurrencies:
+        outcomes, wall = await closed_loop(
+            target, concurrency, duration_s=duration_s, max_requests=max_requests, label=f"{system} c={concurrency}",
+            quiet=quiet,
+        )  # fmt: skip
+        rows.append(summarize(system, outcomes, wall, concurrency=concurrency))
+    for rate in rates:
+        outcomes, wall = await open_loop(target, rate, duration_s=duration_s, label=f"{system} {rate:g} req/s",
+                                         quiet=quiet)  # fmt: skip
+        rows.append(summarize(system, outcomes, wall, concurrency=None, rate_rps=rate))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="chorus bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("url", help="the server's base URL, e.g. http://localhost:8000")
+    parser.add_argument("--route", default="/generate", help="/generate (default) or /v1/audio/speech")
+    parser.add_argument("--concurrency", type=lambda t: _numbers(t, int), default=[1, 2, 4, 8, 16, 32])
+    parser.add_argument("--rates", type=lambda t: _numbers(t, float), default=[], help="open-loop req/s")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per run (default 20)")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up first (default 5)")
+    parser.add_argument("--max-requests", type=int, default=None, help="most requests per closed-loop run")
+    parser.add_argument("--format", default="wav", help="response_format to ask for (default wav)")
+    parser.add_argument("--stream", action="store_true", help="ask for streamed audio (TTFB = first audio)")
+    parser.add_argument("--api-key", default=os.environ.get("API_KEY"), help="X-API-Key (default $API_KEY)")
+    parser.add_argument("--bearer", default=os.environ.get("RUNPOD_API_KEY"), help="default $RUNPOD_API_KEY")
+    parser.add_argument("--system", default="chorus", help="the label of this system in the results")
+    parser.add_argument("--model", default=None, help="the model's name in the results (default: asked)")
+    parser.add_argument("--out", type=Path, default=None, help="write JSON here (+ .md and PNG plots)")
+    parser.add_argument(
+        "--price-per-hour", type=float, default=None,
+        help="the worker's hourly price: adds the cost per million characters to every row",
+    )  # fmt: skip
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    args = parser.parse_args(argv)
+    target = Target(
+        url=args.url.rstrip("/"), route=args.route, api_key=args.api_key or None, bearer=args.bearer or None,
+        response_format=args.format, stream=args.stream,
+    )  # fmt: skip
+    try:
+        probe = httpx.get(target.url + "/ping", timeout=10)
+    except httpx.HTTPError as exc:
+        print(f"chorus bench: cannot reach {target.url}: {exc}", file=sys.stderr)
+        return 2
+    if probe.status_code != 200:
+        print(f"chorus bench: {target.url}/ping answered {probe.status_code}, not ready", file=sys.stderr)
+        return 2
+    rows = asyncio.run(
+        sweep(
+            target, args.system, concurrencies=args.concurrency, rates=args.rates, duration_s=args.duration,
+            warmup_s=args.warmup, max_requests=args.max_requests, quiet=args.quiet,
+        )
+    )  # fmt: skip
+    if args.price_per_hour is not None:
+        for row in rows:
+            row["cost_per_million_chars"] = cost_per_million_chars(args.price_per_hour, row["chars_per_s"])
+    print(markdown_table(rows))
+    if args.out:
+        document = {
+            "name": args.out.stem,
+            "machine": machine(),
+            "model": args.model or _served_model(target),
+            "target": target.url,
+            "rows": rows,
+        }
+        for path in write_results(args.out, document):
+            print(f"wrote {path}")
+    failed = sum(row["errors"] for row in rows)
+    return 1 if rows and failed == sum(row["requests"] for row in rows) else 0

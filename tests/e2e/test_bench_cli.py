@@ -1,0 +1,100 @@
+"""``chorus bench`` against the real server (tiny model): closed and open loop, result files, auth."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.server import Server, chorus_command, running_server
+
+pytestmark = pytest.mark.slow
+
+KEY = "bench-key-31"
+REQUIRED = {"system", "concurrency", "requests", "errors", "throughput_audio_s_per_s", "requests_per_s", "p50_ms",
+            "p90_ms", "p99_ms", "ttfb_p50_ms"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server(tiny_vits_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {"CHORUS_MODEL": str(tiny_vits_dir), "API_KEY": KEY, "CHORUS_LOG_LEVEL": "WARNING"}
+    with running_server(tmp_path_factory.mktemp("bench"), env) as running:
+        yield running
+
+
+def bench(server: Server, *args: str, key: str | None = KEY) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "RUNPOD_API_KEY")}
+    if key is not None:
+        env["API_KEY"] = key
+    return subprocess.run(
+        [*chorus_command(), "bench", server.url, "--quiet", *args],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def poisson_arrivals(rate: float, duration_s: float, seed: int = 0) -> int:
+    """How many arrivals the harness's seeded Poisson process makes within the duration."""
+    rng, t, count = random.Random(seed), 0.0, 0
+    while True:
+        t += rng.expovariate(rate)
+        if t >= duration_s:
+            return count
+        count += 1
+
+
+def test_bench_sweeps_and_writes_json_markdown_and_plots(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    done = bench(server, "--concurrency", "1,4", "--rates", "6", "--duration", "3", "--warmup", "1",
+                 "--out", str(out), "--system", "tiny")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    document = json.loads(out.read_text())
+    assert set(document["machine"]) >= {"cpu", "cores", "gpu", "torch", "transformers"}
+    assert document["model"] == server_model_name(server)
+    closed = [r for r in document["rows"] if r["mode"] == "closed"]
+    opened = [r for r in document["rows"] if r["mode"] == "open"]
+    assert [r["concurrency"] for r in closed] == [1, 4]
+    for row in document["rows"]:
+        assert set(row) >= REQUIRED
+        assert row["system"] == "tiny"
+        assert row["errors"] == 0
+        assert row["requests"] > 0
+        assert row["throughput_audio_s_per_s"] > 0
+        assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+        assert sum(row["batch_sizes"].values()) == row["requests"]  # X-Batch-Size read from every answer
+    assert closed[1]["batch_sizes"] != {"1": closed[1]["requests"]}  # four callers share batches
+    assert opened[0]["rate_rps"] == 6
+    assert opened[0]["requests"] == poisson_arrivals(6, 3.0)  # open loop: arrivals do not wait for answers
+    assert (tmp_path / "run.md").read_text().count("| tiny |") == 3
+    assert (tmp_path / "run-throughput.png").stat().st_size > 1000
+    assert (tmp_path / "run-p99.png").stat().st_size > 1000
+    assert "| tiny | 4 |" in done.stdout
+
+
+def server_model_name(server: Server) -> str:
+    import urllib.request
+
+    request = urllib.request.Request(server.url + "/v1/models", headers={"X-API-Key": KEY})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return str(json.loads(response.read())["data"][0]["id"])
+
+
+def test_a_wrong_key_is_reported_as_errors_and_a_failing_exit(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "denied.json"
+    done = bench(server, "--concurrency", "2", "--duration", "1", "--warmup", "0", "--out", str(out), key="nope")
+    assert done.returncode == 1
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["errors"] == row["requests"] > 0
+    assert set(row["errors_by_status"]) == {"401"}
+    assert "nope" not in done.stdout + done.stderr + out.read_text()
+
+
+def test_an_unreachable_url_is_a_clear_error() -> None:
+    done = subprocess.run([*chorus_command(), "bench", "http://127.0.0.1:9", "--quiet"], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert "cannot reach http://127.0.0.1:9" in done.stderr
