@@ -112,6 +112,9 @@ async def audio_response(
     # Facts for the access log and metrics (never the text itself).
     facts: dict[str, Any] = request.scope.setdefault("state", {}).setdefault("synthesis", {})
     facts.update(text_chars=len(text), format=fmt, stream=stream)
+    # Characters the model cannot say are reported, not silently dropped: JSON-escaped, so ASCII.
+    unsaid = await anyio.to_thread.run_sync(pipeline.backend.unsayable, text)
+    reported = {"X-Unsaid-Characters": json.dumps(unsaid[:64])[1:-1]} if unsaid else {}
     if not stream:
         result = await unless_disconnected(request, pipeline.synthesize(text, params, language))
         facts.update(
@@ -128,6 +131,7 @@ async def audio_response(
             "X-Audio-Duration-S": f"{result.samples / source_rate:.3f}",
             "X-Seed": str(params.seed),
             "X-Sample-Rate": str(rate),
+            **reported,
         }
         return Response(body, media_type=media_type(fmt), headers=headers)
 
@@ -150,7 +154,7 @@ async def audio_response(
         if tail:
             yield tail
 
-    headers = {"X-Seed": str(params.seed), "X-Sample-Rate": str(encoder.rate_hz)}
+    headers = {"X-Seed": str(params.seed), "X-Sample-Rate": str(encoder.rate_hz), **reported}
     if not sse:
         return Stream(audio(), media_type=media_type(fmt), headers=headers)
 

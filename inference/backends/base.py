@@ -68,6 +68,11 @@ class Backend(Protocol):
         """
         ...
 
+    def unsayable(self, text: str) -> str:
+        """The characters of ``text`` the model cannot say and will leave out (each once), so that the
+        service can report them instead of dropping them silently."""
+        ...
+
     def batch_key(self, job: SynthesisJob) -> Hashable:
         """Jobs with equal keys may share one forward pass."""
         ...

@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from inference.backends.espeak import EspeakPhonemizer
 from inference.errors import InvalidTextError, ModelLoadError
+from inference.text.normalize import normalize
 
 __all__ = ["PIPER_CONFIG_NAME", "MmsFrontend", "PiperFrontend", "TextFrontend", "load_frontend"]
 
@@ -58,12 +59,36 @@ class MmsFrontend:
         self.voices: tuple[str, ...] = ()
         self.speaker_ids: tuple[int, ...] = ()
         vocab = tokenizer.get_vocab()
+        self._vocab = set(vocab)
         # Ids that carry no sound of their own: blanks/padding, unknown and the word separator.
         self._silent = {i for tok, i in vocab.items() if tok in {tokenizer.pad_token, tokenizer.unk_token, " ", "|"}}
         self._lock = threading.Lock()  # tokenizers keep per-call state; prepare may run on several threads
 
+    def normalize(self, text: str) -> str:
+        """Numbers, currency, dates, symbols and abbreviations spelled out (the vocabulary has only letters)."""
+        return normalize(text, self.languages[0] if self.languages else "en")
+
+    def unsayable(self, text: str) -> str:
+        """Characters of ``text`` the tokenizer will drop after normalisation (punctuation aside), each once."""
+        if getattr(self.tokenizer, "is_uroman", False):
+            return ""  # romanised before tokenising: every script maps onto the vocabulary
+        prepared = self.normalize(text)
+        with self._lock:
+            # The tokenizer's own lowercasing and per-language character fixes; it then drops the rest.
+            if getattr(self.tokenizer, "normalize", False):
+                prepared = self.tokenizer.normalize_text(prepared)
+            prepared = self.tokenizer._preprocess_char(prepared)
+        vocab = self._vocab
+        # Punctuation only shapes prosody, and MMS vocabularies have none: its absence is not worth reporting.
+        return "".join(
+            dict.fromkeys(
+                ch for ch in prepared if ch not in vocab and not ch.isspace() and unicodedata.category(ch)[0] != "P"
+            )
+        )
+
     def encode(self, text: str) -> list[npt.NDArray[np.int64]]:
         """The whole text as one segment of character ids."""
+        text = self.normalize(text)
         with self._lock:
             ids = self.tokenizer(text)["input_ids"]
         if not any(i not in self._silent for i in ids):

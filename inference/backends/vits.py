@@ -273,6 +273,11 @@ class VitsBackend:
             raise UnknownVoiceError(params.voice, list(self._info.voices))
         return [SynthesisJob(token_ids=ids, params=params) for ids in self.frontend.encode(text)]
 
+    def unsayable(self, text: str) -> str:
+        """Characters of ``text`` this model's frontend drops (phoneme frontends drop none)."""
+        check = getattr(self.frontend, "unsayable", None)
+        return str(check(text)) if check is not None else ""
+
     def batch_key(self, job: SynthesisJob) -> Hashable:
         """Every VITS job can share a forward pass: noise, speed, seed and speaker are per row."""
         return None

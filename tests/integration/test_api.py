@@ -262,3 +262,13 @@ async def test_cors_is_off_unless_origins_are_configured(tiny_backend: Any) -> N
         assert preflight.headers["access-control-allow-origin"] == "https://app.example"
         other = await client.options("/generate", headers={**origin, "Origin": "https://evil.example"})
         assert other.headers.get("access-control-allow-origin") != "https://evil.example"
+
+
+async def test_characters_the_model_cannot_say_are_reported(client: AsyncTestClient[Any]) -> None:
+    response = await client.post("/generate", json={"text": "Pay $5 to Straße ☃ now, 42 times!"})
+    assert response.status_code == 200
+    assert response.headers["x-unsaid-characters"] == "\\u00df\\u2603"  # JSON-escaped: ß and ☃
+    plain = await client.post("/generate", json={"text": "Nothing odd here, at 42."})
+    assert "x-unsaid-characters" not in plain.headers
+    streamed = await client.post("/generate", json={"text": "A ☃ streams.", "stream": True})
+    assert streamed.headers["x-unsaid-characters"] == "\\u2603"
