@@ -36,6 +36,8 @@ def _model_spec(settings: Settings) -> ModelSpec:
         languages=settings.languages,
         batch_decoder={"auto": None, "on": True, "off": False}[settings.batch_decoder],
         torch_threads=settings.torch_threads,
+        speakers_dir=settings.speakers_dir,
+        vocoder=settings.vocoder,
     )
 
 

@@ -37,6 +37,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     device: str = "auto"
     #: CHORUS_DTYPE: fp32, or fp16/bf16 on CUDA.
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+    #: CHORUS_SPEAKERS_DIR: SpeechT5 speaker x-vectors (*.npy, 512 floats each); the file stems are voices.
+    speakers_dir: str | None = None
+    #: CHORUS_VOCODER: SpeechT5's vocoder when the checkpoint has no vocoder/ folder.
+    vocoder: str | None = None
     #: CHORUS_LANGUAGES: override the languages the model declares (comma-separated).
     languages: tuple[str, ...] = ()
     #: CHORUS_CACHE_DIR: where converted voices are kept (default $XDG_CACHE_HOME/chorus).
@@ -132,6 +136,8 @@ ENV_NAMES: dict[str, str] = {
     "CHORUS_DEVICE": "device",
     "CHORUS_DTYPE": "dtype",
     "CHORUS_LANGUAGES": "languages",
+    "CHORUS_SPEAKERS_DIR": "speakers_dir",
+    "CHORUS_VOCODER": "vocoder",
     "CHORUS_CACHE_DIR": "cache_dir",
     "CHORUS_MAX_TEXT_CHARS": "max_text_chars",
     "CHORUS_MAX_STREAM_CHARS": "max_stream_chars",

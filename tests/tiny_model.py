@@ -108,3 +108,62 @@ def write_tiny_piper_voice(out_dir: Path, speakers: tuple[str, ...] = ("alice", 
     model.save_pretrained(out_dir)
     (out_dir / "piper.json").write_text(json.dumps(piper), encoding="utf-8")
     return out_dir
+
+
+def write_tiny_speecht5(out_dir: Path, *, speakers: tuple[str, ...] = ("alice", "bob"), seed: int = 0) -> Path:
+    """A tiny random ``SpeechT5ForTextToSpeech`` with a character SentencePiece tokenizer trained here, a
+    tiny ``SpeechT5HifiGan`` in ``vocoder/`` and random 512-float x-vectors in ``speakers/``.
+
+    Random stop-token weights would stop every row at once or never; the stop head is zeroed and biased
+    so that rows stop at their own maximum length (proportional to their token count), which makes
+    per-row lengths visible and testable.
+    """
+    import numpy as np
+    import sentencepiece as spm
+    import torch
+    from transformers import (
+        SpeechT5Config,
+        SpeechT5ForTextToSpeech,
+        SpeechT5HifiGan,
+        SpeechT5HifiGanConfig,
+        SpeechT5Tokenizer,
+    )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    corpus = out_dir / "corpus.txt"
+    letters = string.ascii_lowercase + string.ascii_uppercase + "'.,?!-"
+    corpus.write_text("\n".join([letters, "hello world how are you today", "the quick brown fox"] * 20) + "\n")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(out_dir / "spm_char"), model_type="char", vocab_size=100,
+        hard_vocab_limit=False, character_coverage=1.0, bos_id=0, pad_id=1, eos_id=2, unk_id=3,
+        minloglevel=2,
+    )  # fmt: skip
+    corpus.unlink()
+    tokenizer = SpeechT5Tokenizer(vocab_file=str(out_dir / "spm_char.model"))
+    torch.manual_seed(seed)
+    config = SpeechT5Config(
+        vocab_size=tokenizer.vocab_size, hidden_size=16, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        speech_decoder_prenet_units=16, speech_decoder_postnet_units=16, speech_decoder_postnet_layers=2,
+        num_mel_bins=8, reduction_factor=2, max_text_positions=200, max_speech_positions=1200,
+        encoder_max_relative_position=16, max_length=None,
+    )  # fmt: skip
+    model = SpeechT5ForTextToSpeech(config).eval()
+    with torch.no_grad():
+        model.speech_decoder_postnet.prob_out.weight.zero_()
+        model.speech_decoder_postnet.prob_out.bias.fill_(-10.0)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    vocoder = SpeechT5HifiGan(
+        SpeechT5HifiGanConfig(
+            model_in_dim=8, sampling_rate=TINY_SAMPLE_RATE_HZ, upsample_initial_channel=16, upsample_rates=[4, 4],
+            upsample_kernel_sizes=[8, 8], resblock_kernel_sizes=[3, 5], resblock_dilation_sizes=[[1, 2], [1, 3]],
+            initializer_range=0.06,
+        )
+    ).eval()  # fmt: skip
+    vocoder.save_pretrained(out_dir / "vocoder")
+    (out_dir / "speakers").mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in speakers:
+        np.save(out_dir / "speakers" / f"{name}.npy", rng.standard_normal(512).astype(np.float32))
+    return out_dir

@@ -34,6 +34,10 @@ class ModelSpec:
     languages: tuple[str, ...] = ()
     batch_decoder: bool | None = None
     torch_threads: int | None = None
+    #: SpeechT5: a folder of speaker x-vectors (.npy) beside the checkpoint's own speakers/.
+    speakers_dir: str | None = None
+    #: SpeechT5: the vocoder (hub id or folder) when the checkpoint has no vocoder/ folder.
+    vocoder: str | None = None
 
 
 def _default_voice_onnx() -> Path:
@@ -90,4 +94,16 @@ def load_backend(spec: ModelSpec) -> Backend:
             batch_decoder=spec.batch_decoder,
             languages=spec.languages or None,
         )
-    raise ModelLoadError(f"{source}: model type {config.model_type!r} is not supported yet (supported: vits)")
+    if config.model_type == "speecht5":
+        from inference.backends.speecht5 import SpeechT5Backend
+
+        return SpeechT5Backend.from_pretrained(
+            source,
+            name=name,
+            device=spec.device,
+            dtype=spec.dtype,
+            batch_decoder=spec.batch_decoder,
+            speakers_dir=spec.speakers_dir,
+            vocoder=spec.vocoder,
+        )
+    raise ModelLoadError(f"{source}: model type {config.model_type!r} is not supported yet (supported: vits, speecht5)")

@@ -25,6 +25,8 @@ from torch import nn
 from transformers import VitsConfig, VitsModel
 
 from inference.backends.base import ModelInfo, SynthesisJob, SynthesisParams
+from inference.backends.hifigan import hifigan_body
+from inference.backends.noise import seeded_normal
 from inference.backends.text import TextFrontend, load_frontend
 from inference.errors import ModelLoadError, UnknownVoiceError
 
@@ -101,40 +103,7 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-_MASK32 = 0xFFFFFFFF
 _DURATION_STREAM, _PRIOR_STREAM = 1, 2
-
-
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash (xorshift-multiply rounds) on int64 tensors holding values below 2**32.
-
-    Multipliers stay below 2**31 so no product overflows int64; values stay non-negative, so the
-    arithmetic right shift is a logical one.
-    """
-    x = ((x ^ (x >> 16)) * 0x7FEB352D) & _MASK32
-    x = ((x ^ (x >> 15)) * 0x2C1B3C6D) & _MASK32
-    return x ^ (x >> 16)
-
-
-def seeded_normal(seeds: torch.Tensor, stream: int, channels: int, length: int) -> torch.Tensor:
-    """Standard normal noise of shape (rows, channels, length), element (r, c, t) a function of
-    (seeds[r], stream, c, t) only.
-
-    A counter-based generator: one vectorised pass for the whole batch, no per-row generator state, no
-    host round trips, and a row's noise cannot depend on its batch-mates or on padding. Two 32-bit
-    hashes per element feed a Box-Muller transform.
-    """
-    device = seeds.device
-    row = _mix32((seeds & _MASK32) ^ ((stream * 0x9E3779B9) & _MASK32))
-    row = _mix32(row ^ ((seeds >> 32) & _MASK32))
-    channel = _mix32(row[:, None] ^ torch.arange(channels, device=device)[None, :])
-    position = (torch.arange(length, device=device) * 0x27D4EB2F) & _MASK32
-    first = _mix32(channel[:, :, None] ^ position[None, None, :])
-    second = _mix32(first ^ 0x68E31DA4)
-    scale = 1.0 / 4294967296.0
-    u1 = (first.to(torch.float32) + 1.0) * scale  # (0, 1]: log stays finite
-    u2 = second.to(torch.float32) * scale
-    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -466,22 +435,7 @@ class VitsBackend:
         hidden = dec.conv_pre(latents)
         if speaker is not None:
             hidden = hidden + dec.cond(speaker)
-        for i, rate in enumerate(self.config.upsample_rates):
-            if mask is not None:
-                hidden = hidden * mask
-            hidden = dec.upsampler[i](nn.functional.leaky_relu(hidden, slope))
-            if mask is not None:
-                mask = mask.repeat_interleave(rate, dim=2)
-                hidden = hidden * mask
-            total: torch.Tensor | None = None
-            for j in range(dec.num_kernels):
-                out = _resblock(dec.resblocks[i * dec.num_kernels + j], hidden, mask, slope)
-                total = out if total is None else total + out
-            assert total is not None
-            hidden = total / dec.num_kernels
-        hidden = nn.functional.leaky_relu(hidden)
-        if mask is not None:
-            hidden = hidden * mask
+        hidden = hifigan_body(dec, hidden, mask, self.config.upsample_rates, slope)
         return torch.tanh(dec.conv_post(hidden))
 
 
@@ -491,25 +445,3 @@ def _prepacked(module: nn.Module, mkldnn_utils: Any) -> nn.Module:
     for name, child in list(module.named_children()):
         module._modules[name] = _prepacked(child, mkldnn_utils)
     return module
-
-
-def _resblock(block: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None, slope: float) -> torch.Tensor:
-    """Run either residual block type, zeroing each convolution's input past the row ends."""
-    if isinstance(block, HifiGanResBlock2):
-        for conv in block.convs:
-            inner = nn.functional.leaky_relu(hidden, slope)
-            if mask is not None:
-                inner = inner * mask
-            hidden = hidden + conv(inner)
-        return hidden if mask is None else hidden * mask
-    convs1: Any = block.convs1
-    convs2: Any = block.convs2
-    for conv1, conv2 in zip(convs1, convs2, strict=True):
-        inner = nn.functional.leaky_relu(hidden, slope)
-        if mask is not None:
-            inner = inner * mask
-        inner = nn.functional.leaky_relu(conv1(inner), slope)
-        if mask is not None:
-            inner = inner * mask
-        hidden = hidden + conv2(inner)
-    return hidden if mask is None else hidden * mask

@@ -1,0 +1,105 @@
+"""Model families other than VITS through the real server (``chorus serve``), on tiny random checkpoints."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import urllib.error
+import urllib.request
+import wave
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.e2e.server import Server, running_server, wait_for_status
+from tests.tiny_model import write_tiny_speecht5
+
+pytestmark = pytest.mark.slow
+
+TEXTS = ["Hello there.", "A much longer sentence to say here.", "Hi.", "How are you today?", "The quick fox."]
+
+
+@pytest.fixture(scope="module")
+def speecht5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_speecht5(tmp_path_factory.mktemp("speecht5"))
+
+
+@pytest.fixture(scope="module")
+def speecht5_server(speecht5_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {"CHORUS_MODEL": str(speecht5_dir), "CHORUS_LOG_LEVEL": "WARNING"}
+    with running_server(tmp_path_factory.mktemp("speecht5-server"), env) as server:
+        yield server
+
+
+def call(server: Server, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(
+        server.url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def samples(wav_bytes: bytes) -> np.ndarray:
+    with wave.open(io.BytesIO(wav_bytes)) as wav:
+        assert wav.getframerate() == 16000
+        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+
+
+def test_speecht5_speaks_with_its_voices_and_reproduces_seeds(speecht5_server: Server) -> None:
+    status, headers, body = call(speecht5_server, "/generate", {"text": "Hello there, 42!", "voice": "bob", "seed": 5})
+    assert status == 200, body
+    assert headers["content-type"] == "audio/wav"
+    assert len(samples(body)) > 0
+    assert abs(len(samples(body)) / 16000 - float(headers["x-audio-duration-s"])) < 0.001
+    again = call(speecht5_server, "/generate", {"text": "Hello there, 42!", "voice": "bob", "seed": 5})[2]
+    assert again == body  # the prenet's dropout is seeded per row
+    with urllib.request.urlopen(speecht5_server.url + "/v1/audio/voices", timeout=10) as response:
+        voices = json.loads(response.read())
+    assert [v["id"] for v in voices["data"]] == ["alice", "bob"]
+    status, _, error = call(speecht5_server, "/generate", {"text": "Hello.", "voice": "carol"})
+    assert status == 422
+    assert "alice, bob" in json.loads(error)["detail"]
+    status, headers, mp3 = call(
+        speecht5_server, "/v1/audio/speech", {"model": "tts-1", "input": "Hi.", "voice": "alloy"}
+    )
+    assert status == 200
+    assert headers["content-type"] == "audio/mpeg"
+    assert len(mp3) > 100
+
+
+def test_speecht5_batches_concurrent_requests_exactly(speecht5_server: Server) -> None:
+    def one(index: int) -> tuple[int, dict[str, str], bytes]:
+        return call(speecht5_server, "/generate", {"text": TEXTS[index], "seed": 100 + index})
+
+    with ThreadPoolExecutor(len(TEXTS)) as pool:
+        together = list(pool.map(one, range(len(TEXTS))))
+    assert all(status == 200 for status, _, _ in together)
+    assert max(int(headers["x-batch-size"]) for _, headers, _ in together) > 1
+    for index, (_, _, body) in enumerate(together):
+        status, headers, alone = one(index)
+        assert status == 200
+        assert headers["x-batch-size"] == "1"
+        a, b = samples(alone).astype(np.int32), samples(body).astype(np.int32)
+        assert len(a) == len(b)  # every row trimmed to its own length
+        assert int(np.abs(a - b).max()) <= 1
+
+
+def test_speecht5_without_speakers_reports_why_on_ping(speecht5_dir: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    shutil.copytree(speecht5_dir, bare, ignore=shutil.ignore_patterns("speakers"))
+    with running_server(tmp_path, {"CHORUS_MODEL": str(bare)}, wait_ready=False) as server:
+        wait_for_status(server, {503})
+        try:
+            urllib.request.urlopen(server.url + "/ping", timeout=5)
+        except urllib.error.HTTPError as exc:
+            detail = json.loads(exc.read())["detail"]
+        assert "CHORUS_SPEAKERS_DIR" in detail
+        assert "x-vectors" in detail
