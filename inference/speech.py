@@ -61,6 +61,7 @@ class SpeechPipeline:
         max_chunk_chars: int = 400,
         stream_window: int = 16,
         request_timeout_s: float = 300.0,
+        model_key: str = "",
     ) -> None:
         # The segmenter is imported now so that a broken install fails the load (503), not each request.
         import sentencex  # noqa: F401
@@ -70,6 +71,8 @@ class SpeechPipeline:
         self.max_chunk_chars = max_chunk_chars
         self.stream_window = max(1, stream_window)
         self.request_timeout_s = request_timeout_s
+        #: Stamped on every job, so that a batcher shared by several models knows whose job it is.
+        self.model_key = model_key
 
     # ------------------------------------------------------------------ preparation
 
@@ -79,7 +82,7 @@ class SpeechPipeline:
         except InvalidTextError:
             return []  # a sentence of only emoji among real ones is skipped, not fatal
         return [
-            replace(job, params=replace(job.params, seed=job_seed(params.seed, first_index + i)))
+            replace(job, params=replace(job.params, seed=job_seed(params.seed, first_index + i)), model=self.model_key)
             for i, job in enumerate(jobs)
         ]
 

@@ -27,13 +27,13 @@ __all__ = ["RUNPOD_HF_CACHE", "bring_up"]
 log = logging.getLogger("chorus")
 
 
-def _model_spec(settings: Settings) -> ModelSpec:
+def _model_spec(settings: Settings, model: str | None, languages: tuple[str, ...]) -> ModelSpec:
     return ModelSpec(
-        model=settings.model,
+        model=model,
         device=settings.device,
         dtype=settings.dtype,
         cache_dir=settings.resolved_cache_dir,
-        languages=settings.languages,
+        languages=languages,
         batch_decoder={"auto": None, "on": True, "off": False}[settings.batch_decoder],
         torch_threads=settings.torch_threads,
         speakers_dir=settings.speakers_dir,
@@ -44,7 +44,15 @@ def _model_spec(settings: Settings) -> ModelSpec:
 RUNPOD_HF_CACHE = Path("/runpod-volume/huggingface-cache/hub")
 
 
-def _load_backend(settings: Settings) -> Backend:
+def _specs(settings: Settings) -> list[tuple[str | None, ModelSpec]]:
+    """(routed language or None, spec) per model to serve."""
+    routes = settings.model_routes()
+    if not routes:
+        return [(None, _model_spec(settings, settings.model, settings.languages))]
+    return [(language, _model_spec(settings, source, (language,))) for language, source in routes]
+
+
+def _load_backend(spec: ModelSpec) -> Backend:
     # Imported here so that importing the app (and the HTTP-only tests) does not pay for torch.
     from inference.backends import load_backend
 
@@ -53,28 +61,57 @@ def _load_backend(settings: Settings) -> Backend:
         os.environ["HF_HUB_CACHE"] = str(RUNPOD_HF_CACHE)
         log.info("using the network volume's Hugging Face cache at %s", RUNPOD_HF_CACHE)
 
-    return load_backend(_model_spec(settings))
+    return load_backend(spec)
 
 
-async def bring_up(chorus: ServiceState, backend: Backend | None) -> None:
-    """Load and warm up the model on the batcher's own thread; a failure is recorded (→ 503), never raised."""
+def _unique_names(loaded: list[tuple[str | None, Backend]]) -> list[str]:
+    names = [backend.info.name for _, backend in loaded]
+    return [
+        name if names.count(name) == 1 or language is None else f"{name}-{language}"
+        for name, (language, _) in zip(names, loaded, strict=True)
+    ]
+
+
+async def bring_up(
+    chorus: ServiceState, backend: Backend | None = None, routed: dict[str, Backend] | None = None
+) -> None:
+    """Load and warm up every model on the batcher's own thread; a failure is recorded (→ 503), never raised.
+
+    ``backend`` (one model) or ``routed`` (language → model) hand in loaded models (tests); otherwise the
+    settings name them. Several models share one batcher: a job's ``model`` picks its backend, and the
+    oldest job in the queue decides what runs next, so a busy model cannot starve another.
+    """
     settings = chorus.settings
     t0 = time.monotonic()
-    loaded: list[Backend] = []
+    loaded: list[tuple[str | None, Backend]] = []
+    by_key: dict[str, Backend] = {}
 
     def setup() -> Callable[[list[SynthesisJob]], Sequence[npt.NDArray[np.float32]]]:
         # Runs on the worker thread that will run every batch (see MicroBatcher.start for why).
-        model = backend if backend is not None else _load_backend(settings)
-        model.warmup()
-        loaded.append(model)
-        return model.synthesize
+        models: list[tuple[str | None, Backend]]
+        if routed is not None:
+            models = list(routed.items())
+        elif backend is not None:
+            models = [(None, backend)]
+        else:
+            models = [(language, _load_backend(spec)) for language, spec in _specs(settings)]
+        for language, model in models:
+            model.warmup()
+            loaded.append((language, model))
+        keys = [""] if len(loaded) == 1 else _unique_names(loaded)
+        by_key.update(zip(keys, (model for _, model in loaded), strict=True))
+
+        def dispatch(jobs: list[SynthesisJob]) -> Sequence[npt.NDArray[np.float32]]:
+            return by_key[jobs[0].model].synthesize(jobs)
+
+        return dispatch
 
     batcher: MicroBatcher[SynthesisJob, npt.NDArray[np.float32]] = MicroBatcher(
         max_batch_size=settings.max_batch_size,
         max_queue_size=settings.max_queue,
         max_batch_wait_s=settings.max_batch_wait_ms / 1000.0,
         length_of=lambda job: job.length,
-        key_of=lambda job: loaded[0].batch_key(job),
+        key_of=lambda job: (job.model, by_key[job.model].batch_key(job)),
         on_batch=chorus.metrics.observe_batch if chorus.metrics is not None else None,
     )
     try:
@@ -84,19 +121,30 @@ async def bring_up(chorus: ServiceState, backend: Backend | None) -> None:
         chorus.phase = Phase.FAILED
         log.error("%s", chorus.failure, exc_info=not isinstance(exc, (OSError, ValueError)))
         return
-    chorus.backend, chorus.batcher = loaded[0], batcher
-    chorus.pipeline = SpeechPipeline(
-        loaded[0],
-        batcher,
-        max_chunk_chars=settings.max_chunk_chars,
-        stream_window=settings.max_batch_size,
-        request_timeout_s=settings.request_timeout_s,
-    )
+    pipelines: dict[str, SpeechPipeline] = {}
+    routes: dict[str, str] = {}
+    for (language, model), key in zip(loaded, by_key, strict=True):
+        name = key or model.info.name
+        pipelines[name] = SpeechPipeline(
+            model,
+            batcher,
+            max_chunk_chars=settings.max_chunk_chars,
+            stream_window=settings.max_batch_size,
+            request_timeout_s=settings.request_timeout_s,
+            model_key=key,
+        )
+        for code in (language,) if language else model.info.languages:
+            routes.setdefault(code, name)
+    chorus.backend, chorus.batcher = loaded[0][1], batcher
+    chorus.pipelines, chorus.language_routes = pipelines, routes
+    chorus.pipeline = next(iter(pipelines.values()))
     chorus.load_s = time.monotonic() - t0
     if chorus.phase is Phase.LOADING:  # a SIGTERM during the load keeps the server draining
         chorus.phase = Phase.READY
-    info = loaded[0].info
-    log.info(
-        "ready: %s (%s, %d Hz, %s, %s) in %.1f s",
-        info.name, info.family, info.sample_rate_hz, info.device, info.dtype, chorus.load_s,
-    )  # fmt: skip
+    for name, pipeline in pipelines.items():
+        info = pipeline.backend.info
+        log.info(
+            "ready: %s (%s, %d Hz, %s, %s, languages %s)",
+            name, info.family, info.sample_rate_hz, info.device, info.dtype, ", ".join(info.languages),
+        )  # fmt: skip
+    log.info("%d model(s) loaded and warmed up in %.1f s", len(pipelines), chorus.load_s)

@@ -22,6 +22,7 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from inference.backends.base import ModelInfo, SynthesisParams
 from inference.errors import InferenceError, QueueFullError
+from inference.speech import SpeechPipeline
 from service.errors import STATUS_TABLE
 from service.schemas import OpenAIErrorBody, audio_spec, error_specs
 from service.state import ServiceState
@@ -114,9 +115,25 @@ def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[
     return _openai_error(request, 500, "internal error")
 
 
-def served_models(info: ModelInfo) -> list[str]:
-    """Names that select the served model (its own first)."""
-    return [info.name, *OPENAI_MODEL_ALIASES]
+def served_models(chorus: ServiceState) -> list[str]:
+    """Names that select a served model: each model's own, then the aliases of the first (default) one."""
+    names = list(chorus.pipelines) or [ready_pipeline(chorus).backend.info.name]
+    return [*names, *OPENAI_MODEL_ALIASES]
+
+
+def pipeline_for_model(chorus: ServiceState, model: str) -> SpeechPipeline:
+    """The pipeline a request's ``model`` names (aliases mean the default), or a 404 listing the names."""
+    default = ready_pipeline(chorus)
+    if model in chorus.pipelines:
+        return chorus.pipelines[model]
+    if model in OPENAI_MODEL_ALIASES or model == default.backend.info.name:
+        return default
+    raise OpenAIError(
+        404,
+        f"model {model!r} is not served; use one of: {', '.join(served_models(chorus))}",
+        param="model",
+        code="model_not_found",
+    )
 
 
 def resolve_voice(info: ModelInfo, voice: str) -> str | None:
@@ -142,15 +159,8 @@ def resolve_voice(info: ModelInfo, voice: str) -> str | None:
 )
 async def create_speech(data: SpeechRequest, request: Request[Any, Any, Any], chorus: ServiceState) -> Response[Any]:
     """``client.audio.speech.create(...)``: audio in the requested format, streamed as it is made."""
-    pipeline = ready_pipeline(chorus)
+    pipeline = pipeline_for_model(chorus, data.model)
     info = pipeline.backend.info
-    if data.model not in served_models(info):
-        raise OpenAIError(
-            404,
-            f"model {data.model!r} is not served; use one of: {', '.join(served_models(info))}",
-            param="model",
-            code="model_not_found",
-        )
     voice = resolve_voice(info, data.voice)
     try:
         fmt = check_format(data.response_format)
@@ -180,13 +190,12 @@ async def create_speech(data: SpeechRequest, request: Request[Any, Any, Any], ch
 )
 async def list_models(chorus: ServiceState) -> dict[str, Any]:
     """Every name that selects the served model."""
-    pipeline = ready_pipeline(chorus)
+    ready_pipeline(chorus)
     created = int(time.time() - (time.monotonic() - chorus.started_at))
     return {
         "object": "list",
         "data": [
-            {"id": name, "object": "model", "created": created, "owned_by": "chorus"}
-            for name in served_models(pipeline.backend.info)
+            {"id": name, "object": "model", "created": created, "owned_by": "chorus"} for name in served_models(chorus)
         ],
     }
 
@@ -194,11 +203,11 @@ async def list_models(chorus: ServiceState) -> dict[str, Any]:
 @get(
     "/audio/voices",
     summary="The voices of the served model",
-    responses=error_specs(OpenAIErrorBody, 401, 503),
+    responses=error_specs(OpenAIErrorBody, 401, 404, 503),
 )
-async def list_voices(chorus: ServiceState) -> dict[str, Any]:
-    """The model's own voices, and the names mapped onto its default voice."""
-    info = ready_pipeline(chorus).backend.info
+async def list_voices(chorus: ServiceState, model: str | None = None) -> dict[str, Any]:
+    """A model's own voices (``?model=``; default: the first model), and the names mapped onto its default."""
+    info = (pipeline_for_model(chorus, model) if model else ready_pipeline(chorus)).backend.info
     own = list(info.voices) or [DEFAULT_VOICE]
     return {
         "object": "list",

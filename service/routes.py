@@ -9,12 +9,11 @@ from litestar import Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 
 from inference.backends.base import SynthesisParams
-from service.errors import UnprocessableError
 from service.observability import CONTENT_TYPE
 from service.schemas import ErrorBody, GenerateRequest, Health, audio_spec, error_specs
 from service.settings import Settings
 from service.state import ServiceState
-from service.synthesis import audio_response, check_format, clean_text, ready_pipeline, served_language
+from service.synthesis import audio_response, check_format, clean_text, pipeline_for_language
 
 __all__ = ["generate_speech", "ping", "stats"]
 
@@ -75,14 +74,9 @@ async def generate_speech(
     data: GenerateRequest, request: Request[Any, Any, Any], chorus: ServiceState
 ) -> Response[Any]:
     """Synthesize ``text``; a complete file with the batch facts in ``X-*`` headers, or a stream."""
-    pipeline = ready_pipeline(chorus)
-    info = pipeline.backend.info
+    pipeline = pipeline_for_language(chorus, data.language)
     settings = chorus.settings
     text = clean_text(data.text, settings.max_stream_chars if data.stream else settings.max_text_chars)
-    if not served_language(data.language, info.languages):
-        raise UnprocessableError(
-            f"language {data.language!r} is not served; served languages: {', '.join(info.languages)}"
-        )
     fmt = check_format(data.response_format)
     seed = data.seed if data.seed is not None else secrets.randbits(63)
     params = SynthesisParams(

@@ -40,7 +40,7 @@ from service.engine import bring_up
 from service.schemas import GenerateRequest
 from service.settings import Settings
 from service.state import Phase, ServiceState
-from service.synthesis import check_format, clean_text, served_language
+from service.synthesis import check_format, clean_text, pipeline_for_language
 
 __all__ = ["CHUNK_BYTES", "MAX_OUTPUT_BYTES", "make_handler", "run_worker", "start_engine"]
 
@@ -83,19 +83,19 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
     """The SDK's handler: one job in, audio items out (see the module docs for their shapes)."""
 
     async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        pipeline = chorus.pipeline
-        if chorus.phase is not Phase.READY or pipeline is None:
+        if chorus.phase is not Phase.READY or chorus.pipeline is None:
             yield {"error": f"the worker is not ready ({chorus.failure or chorus.phase.value})"}
             return
         try:
             request = parse_input(job.get("input"), chorus.settings)
+            pipeline = pipeline_for_language(chorus, request.language)
         except JobInputError as exc:
             yield {"error": str(exc)}
             return
-        info = pipeline.backend.info
-        if not served_language(request.language, info.languages):
-            yield {"error": f"language {request.language!r} is not served; served: {', '.join(info.languages)}"}
+        except HTTPException as exc:
+            yield {"error": str(exc.detail)}
             return
+        info = pipeline.backend.info
         text = clean_text(request.text, sys.maxsize)
         seed = request.seed if request.seed is not None else secrets.randbits(63)
         params = SynthesisParams(

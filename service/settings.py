@@ -33,6 +33,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_keys: tuple[str, ...] = ()
     #: CHORUS_MODEL: a hub id, a checkpoint folder, or a Piper ``.onnx``; unset = the embedded voice.
     model: str | None = None
+    #: CHORUS_MODELS: several models at once, routed by language: "en=DIR_OR_ID,fr=facebook/mms-tts-fra".
+    models: tuple[str, ...] = ()
     #: CHORUS_DEVICE: auto (CUDA when available), cpu, cuda, cuda:1, ...
     device: str = "auto"
     #: CHORUS_DTYPE: fp32, or fp16/bf16 on CUDA.
@@ -122,9 +124,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if unknown:
             raise SettingsError(f"unknown setting {unknown[0]}; known CHORUS_* settings: {', '.join(_CHORUS_NAMES)}")
         try:
-            return msgspec.convert(raw, cls, strict=False)
+            settings = msgspec.convert(raw, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise SettingsError(_explain(str(exc))) from None
+        settings.model_routes()  # refuses a malformed CHORUS_MODELS now, not at load time
+        return settings
+
+    def model_routes(self) -> list[tuple[str, str]]:
+        """CHORUS_MODELS as (language, model) pairs; empty when one model (CHORUS_MODEL) is served."""
+        routes: list[tuple[str, str]] = []
+        for entry in self.models:
+            language, sep, source = (part.strip() for part in entry.partition("="))
+            if not sep or not language or not source:
+                raise SettingsError(f"CHORUS_MODELS: {entry!r} is not language=model (e.g. en=facebook/mms-tts-eng)")
+            if any(language == seen for seen, _ in routes):
+                raise SettingsError(f"CHORUS_MODELS: language {language!r} is routed twice")
+            routes.append((language, source))
+        if routes and self.model:
+            raise SettingsError("set CHORUS_MODEL or CHORUS_MODELS, not both")
+        return routes
 
 
 ENV_NAMES: dict[str, str] = {
@@ -133,6 +151,7 @@ ENV_NAMES: dict[str, str] = {
     "CHORUS_HOST": "host",
     "API_KEY": "api_keys",
     "CHORUS_MODEL": "model",
+    "CHORUS_MODELS": "models",
     "CHORUS_DEVICE": "device",
     "CHORUS_DTYPE": "dtype",
     "CHORUS_LANGUAGES": "languages",
@@ -160,7 +179,7 @@ ENV_NAMES: dict[str, str] = {
 }
 _FIELD_TO_ENV = {field: name for name, field in ENV_NAMES.items()}
 _CHORUS_NAMES = [n for n in ENV_NAMES if n.startswith("CHORUS_")]
-_LIST_FIELDS = {"api_keys", "languages", "cors_origins"}
+_LIST_FIELDS = {"api_keys", "languages", "cors_origins", "models"}
 _BOOL_FIELDS = {"playground"}
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 

@@ -44,7 +44,10 @@ class ServiceState:
     phase: Phase = Phase.LOADING
     backend: Backend | None = None
     batcher: MicroBatcher[SynthesisJob, npt.NDArray[np.float32]] | None = None
-    pipeline: SpeechPipeline | None = None
+    pipeline: SpeechPipeline | None = None  # the first (default) model's
+    #: Every served model's pipeline by name, and language → model name (CHORUS_MODELS routes).
+    pipelines: dict[str, SpeechPipeline] = field(default_factory=dict)
+    language_routes: dict[str, str] = field(default_factory=dict)
     failure: str | None = None
     started_at: float = field(default_factory=time.monotonic)
     load_s: float | None = None

@@ -19,7 +19,9 @@ from inference.speech import SpeechPipeline
 from service.errors import ClientDisconnectedError, ServiceUnavailableError, UnprocessableError
 from service.state import Phase, ServiceState
 
-__all__ = ["audio_response", "check_format", "clean_text", "ready_pipeline", "served_language"]
+__all__ = [
+    "audio_response", "check_format", "clean_text", "pipeline_for_language", "ready_pipeline", "served_language",
+]  # fmt: skip
 
 _EMPTY = np.zeros(0, dtype=np.float32)
 T = TypeVar("T")
@@ -35,6 +37,16 @@ def ready_pipeline(chorus: ServiceState) -> SpeechPipeline:
     if chorus.phase is Phase.FAILED:
         raise ServiceUnavailableError("the model failed to load", headers={"Retry-After": "30"})
     raise ServiceUnavailableError("the server is shutting down", headers={"Retry-After": "5"})
+
+
+def pipeline_for_language(chorus: ServiceState, language: str) -> SpeechPipeline:
+    """The ready pipeline of the model that serves ``language``, or a 422 listing the served languages."""
+    default = ready_pipeline(chorus)
+    routes = chorus.language_routes or {code: "" for code in default.backend.info.languages}
+    for code, name in routes.items():
+        if served_language(language, (code,)):
+            return chorus.pipelines.get(name, default)
+    raise UnprocessableError(f"language {language!r} is not served; served languages: {', '.join(routes)}")
 
 
 def clean_text(text: str, limit: int, field: str = "text") -> str:

@@ -40,6 +40,8 @@ class SynthesisJob:
 
     token_ids: npt.NDArray[np.int64]
     params: SynthesisParams = field(default_factory=SynthesisParams)
+    #: Which served model runs it (several models can share one batcher); "" when only one is served.
+    model: str = ""
 
     @property
     def length(self) -> int:

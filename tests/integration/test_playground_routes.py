@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 from typing import Any
 
+import pytest
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
@@ -106,3 +109,12 @@ async def test_chorus_playground_0_leaves_it_out(tiny_backend: Any) -> None:
         assert Settings.from_env({"CHORUS_PLAYGROUND": "0"}).playground is False
         assert Settings.from_env({"CHORUS_PLAYGROUND": "off"}).playground is False
         assert Settings.from_env({}).playground is True
+
+
+def test_the_script_parses() -> None:
+    """A syntax error would only show in a browser; node (when present) finds it in a second."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no node on PATH")
+    done = subprocess.run([node, "--check", str(STATIC_DIR / "playground.js")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -290,15 +290,16 @@
   async function loadCatalogue() {
     for (;;) {
       try {
-        const models = await getJson("/v1/models");
-        const ids = models.data.map((model) => model.id);
+        const listing = await getJson("/v1/models");
+        const ids = listing.data.map((model) => model.id);
         const own = ids.filter((id) => !OPENAI_ALIASES.has(id));
-        fillSelect($("model"), own.length ? own : ids, (own.length ? own : ids)[0]);
-        const voices = await getJson("/v1/audio/voices");
-        const names = voices.data.map((voice) => voice.id);
-        const chosen = voices.data.find((voice) => voice.default);
-        fillSelect($("voice"), names, chosen ? chosen.id : names[0]);
-        $("server-line").textContent = `Serving ${$("model").value} with ${names.length} voice(s).`;
+        const models = own.length ? own : ids;
+        fillSelect($("model"), models, models[0]);
+        const names = await loadVoices();
+        $("server-line").textContent =
+          models.length > 1
+            ? `Serving ${models.length} models: ${models.join(", ")}.`
+            : `Serving ${models[0]} with ${names.length} voice(s).`;
         setStatus("Ready.");
         showError("");
         return true;
@@ -318,6 +319,16 @@
         return false;
       }
     }
+  }
+
+  // The chosen model's own voices (each model has its own).
+  async function loadVoices() {
+    const model = $("model").value;
+    const voices = await getJson(`/v1/audio/voices?model=${encodeURIComponent(model)}`);
+    const names = voices.data.map((voice) => voice.id);
+    const chosen = voices.data.find((voice) => voice.default);
+    fillSelect($("voice"), names, chosen ? chosen.id : names[0]);
+    return names;
   }
 
   async function useKey(event) {
@@ -606,6 +617,9 @@
       setStatus("Stopped.");
     });
     $("speed").addEventListener("input", updateCounts);
+    $("model").addEventListener("change", () =>
+      loadVoices().catch((error) => showError(error instanceof ApiError ? `The server said: ${error.message}` : `${error}`)),
+    );
     $("text").addEventListener("input", updateCounts);
     $("text").addEventListener("keydown", (event) => {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("speak-form").requestSubmit();

@@ -164,6 +164,22 @@ async def test_different_keys_never_share_a_batch_and_the_oldest_goes_first(runn
     batcher.stop()
 
 
+async def test_a_flood_of_one_key_cannot_starve_another(runner: ScriptedRunner) -> None:
+    """Several models share one batcher: the oldest job picks the key, so ``b1`` waits only for the jobs
+    older than it (younger ``a`` jobs may fill a batch's spare room, never overtake it for good)."""
+    batcher = make(runner)
+    runner.gate.clear()
+    blocker = asyncio.ensure_future(batcher.submit(Item("block", key="x")))
+    await _wait_for(runner.entered)
+    order = [*(Item(f"a{i}", "a") for i in range(1, 7)), Item("b1", "b"), *(Item(f"a{i}", "a") for i in range(7, 11))]
+    futures = [asyncio.ensure_future(batcher.submit(job)) for job in order]
+    await asyncio.sleep(0.05)
+    runner.gate.set()
+    await asyncio.gather(blocker, *futures)
+    assert runner.batches[1:] == [["a1", "a2", "a3", "a4"], ["a5", "a6", "a7", "a8"], ["b1"], ["a9", "a10"]]
+    batcher.stop()
+
+
 async def test_cancelled_callers_are_dropped_before_their_batch_forms(runner: ScriptedRunner) -> None:
     batcher = make(runner)
     runner.gate.clear()
