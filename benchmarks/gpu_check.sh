@@ -14,4 +14,5 @@ export PYTHONPATH="$PWD:$PWD/.gpu:${PYTHONPATH:-}"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null || true
 if [ "${1:-}" = "--diag" ]; then shift; python3 benchmarks/gpu_diag.py "$@"; exit; fi
+if [ "${1:-}" = "--families" ]; then shift; python3 benchmarks/gpu_families.py "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_families.log"; exit; fi
 python3 benchmarks/gpu_bench.py "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_check.log"

@@ -32,6 +32,8 @@ WHEELS = [
     "httpx==0.28.1",
     "httpcore==1.0.9",
     "h11==0.16.0",
+    "num2words==0.5.14",
+    "sentencepiece==0.2.1",
 ]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
 
