@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -96,3 +98,22 @@ def running_server(tmp_path: Path, env: dict[str, str], *, wait_ready: bool = Tr
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def post(
+    server: Server,
+    body: dict[str, Any] | bytes,
+    headers: dict[str, str] | None = None,
+    path: str = "/generate",
+    timeout_s: float = 120.0,
+) -> tuple[int, dict[str, str], bytes]:
+    """POST JSON (or raw bytes) and return (status, lower-cased headers, body), error statuses included."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(
+        server.url + path, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()

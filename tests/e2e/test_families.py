@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.e2e.server import Server, running_server, wait_for_status
+from tests.e2e.server import Server, post, running_server, wait_for_status
 from tests.tiny_model import write_tiny_speecht5
 
 pytestmark = pytest.mark.slow
@@ -37,14 +37,7 @@ def speecht5_server(speecht5_dir: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 def call(server: Server, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(
-        server.url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+    return post(server, body, path=path)
 
 
 def samples(wav_bytes: bytes) -> np.ndarray:

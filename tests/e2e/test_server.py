@@ -19,26 +19,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.e2e.server import Server, free_port, http_status, running_server, wait_for_status
+from tests.e2e.server import Server, free_port, http_status, post, running_server, wait_for_status
 
 pytestmark = pytest.mark.slow
 
 KEY = "e2e-secret-key"
 CURL = shutil.which("curl")
-
-
-def post(
-    server: Server, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(
-        server.url + "/generate", data=data, headers={"Content-Type": "application/json", **(headers or {})}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
 
 
 def samples(wav_bytes: bytes) -> np.ndarray:
