@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from inference.backends.base import ModelInfo, SynthesisJob, SynthesisParams
+from inference.backends.cuda_memory import release_if_oversized
 from inference.backends.hifigan import hifigan_body
 from inference.backends.noise import seeded_uniform
 from inference.errors import InvalidTextError, ModelLoadError, UnknownVoiceError
@@ -196,10 +197,19 @@ class SpeechT5Backend:
         self.synthesize(jobs[:1])
         self.synthesize(jobs)
 
-    @torch.inference_mode()
     def synthesize(self, jobs: Sequence[SynthesisJob]) -> list[npt.NDArray[np.float32]]:
         if not jobs:
             return []
+        try:
+            return self._synthesize(jobs)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()  # before the batcher retries with fewer rows
+            raise
+        finally:
+            release_if_oversized(self.device)
+
+    @torch.inference_mode()
+    def _synthesize(self, jobs: Sequence[SynthesisJob]) -> list[npt.NDArray[np.float32]]:
         spectrograms = self._spectrograms(jobs)
         mels = [self._postnet_and_speed(spec, job.params.speed) for spec, job in zip(spectrograms, jobs, strict=True)]
         if self.batch_decoder and len(mels) > 1:

@@ -25,6 +25,7 @@ from torch import nn
 from transformers import VitsConfig, VitsModel
 
 from inference.backends.base import ModelInfo, SynthesisJob, SynthesisParams
+from inference.backends.cuda_memory import release_if_oversized
 from inference.backends.hifigan import hifigan_body
 from inference.backends.noise import seeded_normal
 from inference.backends.text import TextFrontend, load_frontend
@@ -268,6 +269,8 @@ class VitsBackend:
             # Give the cached blocks back before the batcher retries with fewer rows.
             torch.cuda.empty_cache()
             raise
+        finally:
+            release_if_oversized(self.device)
 
     @torch.inference_mode()
     def _synthesize(self, jobs: Sequence[SynthesisJob]) -> list[npt.NDArray[np.float32]]:
