@@ -41,6 +41,14 @@ class UnknownVoiceError(InferenceError):
         self.available = available
 
 
+class UnsupportedParameterError(InferenceError):
+    """A request parameter the served model cannot honour (for example ``speed`` on Bark)."""
+
+    def __init__(self, parameter: str, reason: str) -> None:
+        super().__init__(f"{parameter} is not supported by this model: {reason}")
+        self.parameter = parameter
+
+
 class ModelLoadError(InferenceError):
     """A model or voice could not be loaded or converted; the message names the file and the problem."""
 

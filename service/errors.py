@@ -15,6 +15,7 @@ from inference.errors import (
     QueueFullError,
     SynthesisError,
     UnknownVoiceError,
+    UnsupportedParameterError,
 )
 
 __all__ = [
@@ -50,6 +51,7 @@ STATUS_TABLE: dict[type[InferenceError], int] = {
     BatcherStoppedError: 503,
     InvalidTextError: 422,
     UnknownVoiceError: 422,
+    UnsupportedParameterError: 422,
     SynthesisError: 500,
     DeadlineExceededError: 504,
 }

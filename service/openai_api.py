@@ -169,7 +169,9 @@ async def create_speech(data: SpeechRequest, request: Request[Any, Any, Any], ch
         param = "response_format" if "response_format" in exc.detail else "input"
         raise OpenAIError(exc.status_code, exc.detail, param=param) from None
     seed = data.seed if data.seed is not None else secrets.randbits(63)
-    params = SynthesisParams(temperature=data.temperature, speed=data.speed, seed=seed, voice=voice)
+    params = SynthesisParams(
+        temperature=data.temperature, speed=data.speed, seed=seed, voice=voice, seeded=data.seed is not None
+    )
     return await audio_response(
         request,
         pipeline,

@@ -80,7 +80,11 @@ async def generate_speech(
     fmt = check_format(data.response_format)
     seed = data.seed if data.seed is not None else secrets.randbits(63)
     params = SynthesisParams(
-        temperature=data.temperature, speed=data.speed, seed=seed, voice=data.voice or data.speaker
+        temperature=data.temperature,
+        speed=data.speed,
+        seed=seed,
+        voice=data.voice or data.speaker,
+        seeded=data.seed is not None,
     )
     return await audio_response(
         request,

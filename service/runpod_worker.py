@@ -99,7 +99,11 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
         text = clean_text(request.text, sys.maxsize)
         seed = request.seed if request.seed is not None else secrets.randbits(63)
         params = SynthesisParams(
-            temperature=request.temperature, speed=request.speed, seed=seed, voice=request.voice or request.speaker
+            temperature=request.temperature,
+            speed=request.speed,
+            seed=seed,
+            voice=request.voice or request.speaker,
+            seeded=request.seed is not None,
         )
         fmt, rate_in = request.response_format, info.sample_rate_hz
         try:

@@ -167,3 +167,83 @@ def write_tiny_speecht5(out_dir: Path, *, speakers: tuple[str, ...] = ("alice", 
     for name in speakers:
         np.save(out_dir / "speakers" / f"{name}.npy", rng.standard_normal(512).astype(np.float32))
     return out_dir
+
+
+def write_tiny_bark(out_dir: Path, *, voices: tuple[str, ...] = ("narrator",), seed: int = 0) -> Path:
+    """A tiny random ``BarkModel`` (semantic, coarse, fine and a tiny EnCodec) with Bark's real token
+    layout, a small BERT word-piece tokenizer and voice presets in ``voices/``.
+
+    Bark's stage configs must keep its token offsets (semantic input vocabulary 129 600, coarse 12 096,
+    8 codebooks of 1024 at 75 Hz). A random semantic model never picks its EOS token, so every row runs to
+    the 40-token limit (0.8 s of audio): per-row lengths are not exercised by this fixture.
+    """
+    import numpy as np
+    import torch
+    from transformers import (
+        BarkCoarseConfig,
+        BarkConfig,
+        BarkFineConfig,
+        BarkModel,
+        BarkSemanticConfig,
+        BertTokenizer,
+        EncodecConfig,
+        GenerationConfig,
+    )
+    from transformers.models.bark.generation_configuration_bark import (
+        BarkCoarseGenerationConfig,
+        BarkFineGenerationConfig,
+        BarkGenerationConfig,
+        BarkSemanticGenerationConfig,
+    )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    small = {"num_layers": 1, "num_heads": 2, "hidden_size": 16, "block_size": 1024}
+    config = BarkConfig(
+        semantic_config=BarkSemanticConfig(input_vocab_size=129600, output_vocab_size=10048, **small).to_dict(),
+        coarse_acoustics_config=BarkCoarseConfig(input_vocab_size=12096, output_vocab_size=12096, **small).to_dict(),
+        fine_acoustics_config=BarkFineConfig(input_vocab_size=1056, output_vocab_size=1056, **small).to_dict(),
+        codec_config=EncodecConfig(
+            target_bandwidths=[1.5, 3.0, 6.0, 12.0, 24.0], sampling_rate=24000, audio_channels=1, hidden_size=16,
+            num_filters=4, num_residual_layers=1, upsampling_ratios=[8, 5, 4, 2], codebook_size=1024,
+            codebook_dim=16, norm_type="weight_norm", normalize=False,
+        ).to_dict(),
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = BarkModel(config).eval()
+    with torch.no_grad():  # EnCodec's codebooks start at zero (they are learnt): every code would sound alike
+        for layer in model.codec_model.quantizer.layers:
+            layer.codebook.embed.normal_()
+    # transformers 5.x cannot save a BarkGenerationConfig (its validate() misses attributes) and its
+    # generate wants the stage configs as dicts: write generation_config.json as suno/bark ships it.
+    model.generation_config = GenerationConfig()
+    model.save_pretrained(out_dir)
+    stages = BarkGenerationConfig(
+        semantic_config=BarkSemanticGenerationConfig(max_new_tokens=40).to_dict(),
+        coarse_acoustics_config=BarkCoarseGenerationConfig().to_dict(),
+        fine_acoustics_config=BarkFineGenerationConfig().to_dict(),
+    )
+    (out_dir / "generation_config.json").write_text(
+        json.dumps(
+            {
+                "semantic_config": stages.semantic_config.to_dict(),
+                "coarse_acoustics_config": stages.coarse_acoustics_config.to_dict(),
+                "fine_acoustics_config": stages.fine_acoustics_config.to_dict(),
+                "sample_rate": 24000,
+                "codebook_size": 1024,
+            }
+        )
+    )
+    pieces = [*string.ascii_lowercase, *(f"##{c}" for c in string.ascii_lowercase), ".", ",", "!", "?", "'"]
+    vocab = out_dir / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *pieces]) + "\n")
+    BertTokenizer(vocab_file=str(vocab)).save_pretrained(out_dir)
+    rng = np.random.default_rng(seed)
+    (out_dir / "voices").mkdir(exist_ok=True)
+    for name in voices:
+        np.savez(
+            out_dir / "voices" / f"{name}.npz",
+            semantic_prompt=rng.integers(0, 10000, 30),
+            coarse_prompt=rng.integers(0, 1024, (2, 45)),
+            fine_prompt=rng.integers(0, 1024, (8, 45)),
+        )
+    return out_dir

@@ -106,4 +106,10 @@ def load_backend(spec: ModelSpec) -> Backend:
             speakers_dir=spec.speakers_dir,
             vocoder=spec.vocoder,
         )
-    raise ModelLoadError(f"{source}: model type {config.model_type!r} is not supported yet (supported: vits, speecht5)")
+    if config.model_type == "bark":
+        from inference.backends.bark import BarkBackend
+
+        return BarkBackend.from_pretrained(source, name=name, device=spec.device, dtype=spec.dtype)
+    raise ModelLoadError(
+        f"{source}: model type {config.model_type!r} is not supported yet (supported: vits, speecht5, bark)"
+    )

@@ -32,6 +32,9 @@ class SynthesisParams:
     speed: float = 1.0
     seed: int = 0
     voice: str | None = None
+    #: The client chose the seed (rather than the server drawing one): families that cannot keep a row's
+    #: randomness independent of its batch (Bark) run such a request alone so that it repeats.
+    seeded: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.e2e.server import Server, post, running_server, wait_for_status
-from tests.tiny_model import write_tiny_speecht5
+from tests.tiny_model import write_tiny_bark, write_tiny_speecht5
 
 pytestmark = pytest.mark.slow
 
@@ -40,9 +40,9 @@ def call(server: Server, path: str, body: dict[str, Any]) -> tuple[int, dict[str
     return post(server, body, path=path)
 
 
-def samples(wav_bytes: bytes) -> np.ndarray:
+def samples(wav_bytes: bytes, rate: int = 16000) -> np.ndarray:
     with wave.open(io.BytesIO(wav_bytes)) as wav:
-        assert wav.getframerate() == 16000
+        assert wav.getframerate() == rate
         return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
 
 
@@ -96,3 +96,31 @@ def test_speecht5_without_speakers_reports_why_on_ping(speecht5_dir: Path, tmp_p
             detail = json.loads(exc.read())["detail"]
         assert "CHORUS_SPEAKERS_DIR" in detail
         assert "x-vectors" in detail
+
+
+@pytest.fixture(scope="module")
+def bark_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    model = write_tiny_bark(tmp_path_factory.mktemp("bark"))
+    env = {"CHORUS_MODEL": str(model), "CHORUS_LOG_LEVEL": "WARNING"}
+    with running_server(tmp_path_factory.mktemp("bark-server"), env) as server:
+        yield server
+
+
+def test_bark_speaks_batches_by_voice_and_repeats_seeded_requests(bark_server: Server) -> None:
+    body = {"text": "hello world.", "voice": "narrator", "seed": 9}
+    status, headers, first = call(bark_server, "/generate", body)
+    assert status == 200, first
+    assert headers["x-batch-size"] == "1"
+    assert len(samples(first, 24000)) > 0
+    assert call(bark_server, "/generate", body)[2] == first  # a seeded request runs alone, seeded: it repeats
+    status, _, refused = call(bark_server, "/generate", {"text": "hello.", "speed": 2.0})
+    assert status == 422
+    assert "speed is not supported" in json.loads(refused)["detail"]
+
+    def unseeded(index: int) -> tuple[int, dict[str, str], bytes]:
+        return call(bark_server, "/generate", {"text": TEXTS[index].lower()})
+
+    with ThreadPoolExecutor(len(TEXTS)) as pool:
+        answers = list(pool.map(unseeded, range(len(TEXTS))))
+    assert all(status == 200 for status, _, _ in answers)
+    assert max(int(headers["x-batch-size"]) for _, headers, _ in answers) > 1  # unseeded requests share
