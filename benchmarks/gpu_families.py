@@ -1,13 +1,13 @@
 """Every served model family at full size with random weights: audio-seconds per wall-second and memory.
 
 Checkpoints are built here from the families' default configs (MMS-TTS-size VITS, SpeechT5 with its
-HiFi-GAN) and saved with ``save_pretrained``, then loaded through ``load_backend`` exactly as
+HiFi-GAN, Bark at bark-small's size) and saved with ``save_pretrained``, then loaded through ``load_backend`` exactly as
 ``CHORUS_MODEL=<folder>`` would; no hub access. Random weights make random-sounding audio of realistic
 length and cost (SpeechT5's stop-token head is silenced and its length limit set to 4 mel steps per
 token, about what real speech takes). Run by ``benchmarks/gpu_check.sh --families``; ``--small --device cpu`` is a
 dry run of the script on a laptop.
 
-Bark and CSM are not served yet (issue #6 lists them); when their backends exist they join here.
+CSM is not served yet (issue #6 lists it); when its backend exists it joins here.
 """
 
 from __future__ import annotations
@@ -91,6 +91,46 @@ def build_speecht5(out: Path, small: bool) -> Path:
     return out
 
 
+def build_bark(out: Path, small: bool) -> Path:
+    """Bark at bark-small's size (the stage configs' defaults), or the test suite's tiny one."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.tiny_model import write_tiny_bark
+
+    if small:
+        return write_tiny_bark(out)
+    import json as _json
+
+    import torch
+    from transformers import (
+        BarkCoarseConfig,
+        BarkConfig,
+        BarkFineConfig,
+        BarkModel,
+        BarkSemanticConfig,
+        EncodecConfig,
+        GenerationConfig,
+    )
+
+    tiny = write_tiny_bark(out)  # tokenizer, presets and the generation config; weights replaced below
+    config = BarkConfig(
+        semantic_config=BarkSemanticConfig(input_vocab_size=129600, output_vocab_size=10048).to_dict(),
+        coarse_acoustics_config=BarkCoarseConfig(input_vocab_size=12096, output_vocab_size=12096).to_dict(),
+        fine_acoustics_config=BarkFineConfig(input_vocab_size=1056, output_vocab_size=1056).to_dict(),
+        codec_config=EncodecConfig(target_bandwidths=[1.5, 3.0, 6.0, 12.0, 24.0]).to_dict(),
+    )
+    generation = _json.loads((tiny / "generation_config.json").read_text())
+    generation["semantic_config"]["max_new_tokens"] = 256  # about five seconds of speech per row
+    torch.manual_seed(0)
+    model = BarkModel(config)
+    with torch.no_grad():
+        for layer in model.codec_model.quantizer.layers:
+            layer.codebook.embed.normal_()
+    model.generation_config = GenerationConfig()
+    model.save_pretrained(tiny)
+    (tiny / "generation_config.json").write_text(_json.dumps(generation))
+    return tiny
+
+
 def measure(backend: Any, batch_size: int, min_s: float) -> dict[str, Any]:
     import torch
 
@@ -123,13 +163,13 @@ def main() -> int:
     parser.add_argument("--dtypes", default="fp32,bf16")
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--min-seconds", type=float, default=3.0)
-    parser.add_argument("--families", default="vits,speecht5")
+    parser.add_argument("--families", default="vits,speecht5,bark")
     parser.add_argument("--small", action="store_true", help="tiny configs: a dry run of this script")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     from inference.backends import ModelSpec, load_backend
 
-    builders = {"vits": build_vits, "speecht5": build_speecht5}
+    builders = {"vits": build_vits, "speecht5": build_speecht5, "bark": build_bark}
     report: dict[str, Any] = {"machine": machine(), "rows": []}
     print(f"machine: {report['machine']}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
