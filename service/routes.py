@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 
-from inference.backends.base import SynthesisParams
 from service.observability import CONTENT_TYPE
 from service.schemas import ErrorBody, GenerateRequest, Health, audio_spec, error_specs
 from service.settings import Settings
 from service.state import ServiceState
-from service.synthesis import audio_response, check_format, clean_text, pipeline_for_language
+from service.synthesis import audio_response, check_format, clean_text, generate_params, pipeline_for_language
 
 __all__ = ["generate_speech", "ping", "stats"]
 
@@ -78,14 +76,7 @@ async def generate_speech(
     settings = chorus.settings
     text = clean_text(data.text, settings.max_stream_chars if data.stream else settings.max_text_chars)
     fmt = check_format(data.response_format)
-    seed = data.seed if data.seed is not None else secrets.randbits(63)
-    params = SynthesisParams(
-        temperature=data.temperature,
-        speed=data.speed,
-        seed=seed,
-        voice=data.voice or data.speaker,
-        seeded=data.seed is not None,
-    )
+    params = generate_params(data)
     return await audio_response(
         request,
         pipeline,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import secrets
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -34,13 +33,13 @@ import numpy as np
 from litestar.exceptions import HTTPException
 
 from inference.audio.formats import StreamEncoder, encode_audio
-from inference.backends.base import Backend, SynthesisParams
+from inference.backends.base import Backend
 from inference.errors import InferenceError, QueueFullError
 from service.engine import bring_up
 from service.schemas import GenerateRequest
 from service.settings import Settings
 from service.state import Phase, ServiceState
-from service.synthesis import check_format, clean_text, pipeline_for_language
+from service.synthesis import check_format, clean_text, generate_params, pipeline_for_language
 
 __all__ = ["CHUNK_BYTES", "MAX_OUTPUT_BYTES", "make_handler", "run_worker", "start_engine"]
 
@@ -97,14 +96,8 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
             return
         info = pipeline.backend.info
         text = clean_text(request.text, sys.maxsize)
-        seed = request.seed if request.seed is not None else secrets.randbits(63)
-        params = SynthesisParams(
-            temperature=request.temperature,
-            speed=request.speed,
-            seed=seed,
-            voice=request.voice or request.speaker,
-            seeded=request.seed is not None,
-        )
+        params = generate_params(request)
+        seed = params.seed
         fmt, rate_in = request.response_format, info.sample_rate_hz
         try:
             if not request.stream:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
@@ -17,10 +18,12 @@ from inference.audio.formats import FORMATS, StreamEncoder, encode_audio, media_
 from inference.backends.base import SynthesisParams
 from inference.speech import SpeechPipeline
 from service.errors import ClientDisconnectedError, ServiceUnavailableError, UnprocessableError
+from service.schemas import GenerateRequest
 from service.state import Phase, ServiceState
 
 __all__ = [
-    "audio_response", "check_format", "clean_text", "pipeline_for_language", "ready_pipeline", "served_language",
+    "audio_response", "check_format", "clean_text", "generate_params", "pipeline_for_language", "ready_pipeline",
+    "served_language",
 ]  # fmt: skip
 
 _EMPTY = np.zeros(0, dtype=np.float32)
@@ -47,6 +50,17 @@ def pipeline_for_language(chorus: ServiceState, language: str) -> SpeechPipeline
         if served_language(language, (code,)):
             return chorus.pipelines.get(name, default)
     raise UnprocessableError(f"language {language!r} is not served; served languages: {', '.join(routes)}")
+
+
+def generate_params(data: GenerateRequest) -> SynthesisParams:
+    """The synthesis parameters of a ``/generate`` body (or a queue job): a random seed unless one is given."""
+    return SynthesisParams(
+        temperature=data.temperature,
+        speed=data.speed,
+        seed=data.seed if data.seed is not None else secrets.randbits(63),
+        voice=data.voice or data.speaker,
+        seeded=data.seed is not None,
+    )
 
 
 def clean_text(text: str, limit: int, field: str = "text") -> str:

@@ -27,7 +27,7 @@ import numpy.typing as npt
 import torch
 
 from inference.backends.base import ModelInfo, SynthesisJob, SynthesisParams
-from inference.backends.cuda_memory import release_if_oversized
+from inference.backends.device import run_batch, torch_dtype
 from inference.errors import InvalidTextError, ModelLoadError, UnknownVoiceError, UnsupportedParameterError
 
 __all__ = ["BarkBackend"]
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 RANDOM_VOICE = "random"
 MIN_SEMANTIC_TOKENS = 10
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _PROMPT_KEYS = ("semantic_prompt", "coarse_prompt", "fine_prompt")
 
 
@@ -85,10 +84,7 @@ class BarkBackend:
         self, model: Any, tokenizer: Any, presets: dict[str, dict[str, torch.Tensor]], *, name: str,
         device: torch.device, dtype: str = "fp32",
     ) -> None:  # fmt: skip
-        if dtype not in _DTYPES:
-            raise ModelLoadError(f"unsupported dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
-        if dtype != "fp32" and device.type != "cuda":
-            raise ModelLoadError(f"dtype {dtype} needs a CUDA device; the CPU path runs fp32")
+        half = torch_dtype(dtype, device)
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.presets = {name: {k: v.to(device) for k, v in preset.items()} for name, preset in presets.items()}
         _as_dicts(model.generation_config)
@@ -107,7 +103,7 @@ class BarkBackend:
             dtype=dtype,
         )
         model.eval()
-        model.to(device, dtype=_DTYPES[dtype])
+        model.to(device, dtype=half)
         for param in model.parameters():
             param.requires_grad_(False)
 
@@ -159,15 +155,7 @@ class BarkBackend:
         self.synthesize(self.prepare("Hello.", SynthesisParams(seed=1, seeded=True)))
 
     def synthesize(self, jobs: Sequence[SynthesisJob]) -> list[npt.NDArray[np.float32]]:
-        if not jobs:
-            return []
-        try:
-            return self._synthesize(jobs)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            raise
-        finally:
-            release_if_oversized(self.device)
+        return run_batch(self.device, self._synthesize, jobs)
 
     @torch.inference_mode()
     def _synthesize(self, jobs: Sequence[SynthesisJob]) -> list[npt.NDArray[np.float32]]:

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from inference.backends.base import ModelInfo, SynthesisJob, SynthesisParams
-from inference.backends.cuda_memory import release_if_oversized
+from inference.backends.device import run_batch, torch_dtype
 from inference.backends.hifigan import hifigan_body
 from inference.backends.noise import seeded_uniform
 from inference.errors import InvalidTextError, ModelLoadError, UnknownVoiceError
@@ -44,7 +44,6 @@ __all__ = ["DEFAULT_VOCODER", "SpeechT5Backend", "load_speakers"]
 log = logging.getLogger(__name__)
 
 DEFAULT_VOCODER = "microsoft/speecht5_hifigan"
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _PRENET_STREAM = 0x5EED
 
 
@@ -83,10 +82,7 @@ class SpeechT5Backend:
         threshold: float = 0.5,
         max_length_ratio: float = 20.0,
     ) -> None:
-        if dtype not in _DTYPES:
-            raise ModelLoadError(f"unsupported dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
-        if dtype != "fp32" and device.type != "cuda":
-            raise ModelLoadError(f"dtype {dtype} needs a CUDA device; the CPU path runs fp32")
+        half = torch_dtype(dtype, device)
         if not speakers:
             raise ModelLoadError(
                 "SpeechT5 needs speaker x-vectors and none were found: put 512-float .npy files in the "
@@ -94,7 +90,7 @@ class SpeechT5Backend:
             )
         self.model, self.vocoder, self.tokenizer = model, vocoder, tokenizer
         self.device = device
-        self.dtype = _DTYPES[dtype]
+        self.dtype = half
         self.config = model.config
         self.threshold = threshold
         self.max_length_ratio = max_length_ratio
@@ -198,15 +194,7 @@ class SpeechT5Backend:
         self.synthesize(jobs)
 
     def synthesize(self, jobs: Sequence[SynthesisJob]) -> list[npt.NDArray[np.float32]]:
-        if not jobs:
-            return []
-        try:
-            return self._synthesize(jobs)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()  # before the batcher retries with fewer rows
-            raise
-        finally:
-            release_if_oversized(self.device)
+        return run_batch(self.device, self._synthesize, jobs)
 
     @torch.inference_mode()
     def _synthesize(self, jobs: Sequence[SynthesisJob]) -> list[npt.NDArray[np.float32]]:

@@ -25,7 +25,7 @@ from torch import nn
 from transformers import VitsConfig, VitsModel
 
 from inference.backends.base import ModelInfo, SynthesisJob, SynthesisParams
-from inference.backends.cuda_memory import release_if_oversized
+from inference.backends.device import run_batch, torch_dtype
 from inference.backends.hifigan import hifigan_body
 from inference.backends.noise import seeded_normal
 from inference.backends.text import TextFrontend, load_frontend
@@ -34,8 +34,6 @@ from inference.errors import ModelLoadError, UnknownVoiceError
 __all__ = ["ChorusVitsModel", "HifiGanResBlock2", "VitsBackend"]
 
 log = logging.getLogger(__name__)
-
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class HifiGanResBlock2(nn.Module):
@@ -125,24 +123,21 @@ class VitsBackend:
         batch_decoder: bool | None = None,
         length_bucket: int | None = None,
     ) -> None:
-        if dtype not in _DTYPES:
-            raise ModelLoadError(f"unsupported dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
-        if dtype != "fp32" and device.type != "cuda":
-            # Measured on a 2-core AMX Xeon: bf16 autocast made the whole path 2.5x slower (weights recast
-            # on every call), bf16 weights barely faster; fp32 is the CPU path.
-            raise ModelLoadError(f"dtype {dtype} needs a CUDA device; the CPU path runs fp32")
+        # Half precision is CUDA only. Measured on a 2-core AMX Xeon: bf16 autocast made the whole path 2.5x
+        # slower (weights recast on every call), bf16 weights barely faster; fp32 is the CPU path.
+        half = torch_dtype(dtype, device)
         self.model = model
         self.frontend = frontend
         self.device = device
         self.config: VitsConfig = model.config
         self.hop = int(math.prod(self.config.upsample_rates))
         # Batching the HiFi-GAN decoder pays on a GPU; on a few CPU cores running it row by row is faster
-        # (no padded work); benchmarks/bench_backend.py measures both.
+        # (no padded work); the README's performance section has the measurements.
         self.batch_decoder = device.type == "cuda" if batch_decoder is None else batch_decoder
         # Rounding padded lengths up keeps the number of distinct shapes small on CUDA (cuDNN autotuning,
         # later CUDA graphs); masking keeps the result exact, so it only costs a little padded work.
         self.length_bucket = (16 if device.type == "cuda" else 1) if length_bucket is None else length_bucket
-        self._half = _DTYPES[dtype]
+        self._half = half
         self._pinned: torch.Tensor | None = None
         self.defaults = (
             float(self.config.noise_scale),
@@ -261,16 +256,7 @@ class VitsBackend:
 
     def synthesize(self, jobs: Sequence[SynthesisJob]) -> list[npt.NDArray[np.float32]]:
         """Run one batched forward pass; every waveform is trimmed to its own length."""
-        if not jobs:
-            return []
-        try:
-            return self._synthesize(jobs)
-        except torch.cuda.OutOfMemoryError:
-            # Give the cached blocks back before the batcher retries with fewer rows.
-            torch.cuda.empty_cache()
-            raise
-        finally:
-            release_if_oversized(self.device)
+        return run_batch(self.device, self._synthesize, jobs)
 
     @torch.inference_mode()
     def _synthesize(self, jobs: Sequence[SynthesisJob]) -> list[npt.NDArray[np.float32]]:
