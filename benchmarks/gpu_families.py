@@ -1,13 +1,12 @@
 """Every served model family at full size with random weights: audio-seconds per wall-second and memory.
 
 Checkpoints are built here from the families' default configs (MMS-TTS-size VITS, SpeechT5 with its
-HiFi-GAN, Bark at bark-small's size) and saved with ``save_pretrained``, then loaded through ``load_backend`` exactly as
-``CHORUS_MODEL=<folder>`` would; no hub access. Random weights make random-sounding audio of realistic
-length and cost (SpeechT5's stop-token head is silenced and its length limit set to 4 mel steps per
-token, about what real speech takes). Run by ``benchmarks/gpu_check.sh --families``; ``--small --device cpu`` is a
-dry run of the script on a laptop.
-
-CSM is not served yet (issue #6 lists it); when its backend exists it joins here.
+HiFi-GAN, Bark at bark-small's size, CSM at csm-1b's size with its Mimi codec) and saved with
+``save_pretrained``, then loaded through ``load_backend`` exactly as ``CHORUS_MODEL=<folder>`` would; no
+hub access. Random weights make random-sounding audio of realistic length and cost (SpeechT5's stop-token
+head is silenced and its length limit set to 4 mel steps per token, about what real speech takes; a
+random CSM never ends a row, so its rows are capped at 4 s). Run by ``benchmarks/gpu_check.sh
+--families``; ``--small --device cpu`` is a dry run of the script on a laptop.
 """
 
 from __future__ import annotations
@@ -131,6 +130,28 @@ def build_bark(out: Path, small: bool) -> Path:
     return tiny
 
 
+def build_csm(out: Path, small: bool) -> Path:
+    """CSM at csm-1b's size (1B Llama backbone, depth decoder, full Mimi), or the test suite's tiny one."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.tiny_model import write_tiny_csm
+
+    tiny = write_tiny_csm(out)  # the byte-level tokenizer; weights replaced below
+    if small:
+        return tiny
+    import torch
+    from transformers import CsmConfig, CsmForConditionalGeneration
+
+    config = CsmConfig(codec_config={"model_type": "mimi"})  # csm-1b's sizes are the defaults
+    torch.manual_seed(0)
+    model = CsmForConditionalGeneration(config)
+    with torch.no_grad():
+        for name, buffer in model.codec_model.named_buffers():
+            if name.endswith("embed_sum"):
+                buffer.normal_()
+    model.save_pretrained(tiny)
+    return tiny
+
+
 def measure(backend: Any, batch_size: int, min_s: float) -> dict[str, Any]:
     import torch
 
@@ -163,13 +184,13 @@ def main() -> int:
     parser.add_argument("--dtypes", default="fp32,bf16")
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--min-seconds", type=float, default=3.0)
-    parser.add_argument("--families", default="vits,speecht5,bark")
+    parser.add_argument("--families", default="vits,speecht5,bark,csm")
     parser.add_argument("--small", action="store_true", help="tiny configs: a dry run of this script")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     from inference.backends import ModelSpec, load_backend
 
-    builders = {"vits": build_vits, "speecht5": build_speecht5, "bark": build_bark}
+    builders = {"vits": build_vits, "speecht5": build_speecht5, "bark": build_bark, "csm": build_csm}
     report: dict[str, Any] = {"machine": machine(), "rows": []}
     print(f"machine: {report['machine']}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -182,6 +203,8 @@ def main() -> int:
                 backend = load_backend(ModelSpec(model=str(folder), device=args.device, dtype=dtype))
                 if family == "speecht5":
                     backend.max_length_ratio = 4.0  # ~4 mel steps per token: the length real speech has
+                if family == "csm":
+                    backend.max_row_seconds = 4.0  # a random CSM never ends a row
                 backend.warmup()
                 load_s = time.perf_counter() - t0
                 for size in (int(b) for b in args.batch_sizes.split(",")):

@@ -247,3 +247,68 @@ def write_tiny_bark(out_dir: Path, *, voices: tuple[str, ...] = ("narrator",), s
             fine_prompt=rng.integers(0, 1024, (8, 45)),
         )
     return out_dir
+
+
+def write_tiny_csm(out_dir: Path, *, seed: int = 0) -> Path:
+    """A tiny random ``CsmForConditionalGeneration`` (backbone, depth decoder, a tiny Mimi) with a byte-level
+    BPE tokenizer built with ``tokenizers`` that adds ``<|begin_of_text|>`` / ``<|end_of_text|>`` as
+    ``sesame/csm-1b``'s Llama 3 tokenizer does.
+
+    Mimi keeps its real 24 kHz, 12.5 Hz framing; 2 codebooks of 8 codes, and CSM's vocabulary is 3 codes
+    wider than the codebooks, as in the real layout (2051 over 2048). With near-uniform random logits the
+    end-of-audio code comes up about once in 8 frames, so rows end at different lengths.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import (
+        CsmConfig,
+        CsmDepthDecoderConfig,
+        CsmForConditionalGeneration,
+        MimiConfig,
+        PreTrainedTokenizerFast,
+    )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|AUDIO|>", "<|audio_eos|>"]
+    for token in specials:
+        vocab[token] = len(vocab)
+    bos, eos = vocab["<|begin_of_text|>"], vocab["<|end_of_text|>"]
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens(specials)
+    backend.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A <|end_of_text|>",
+        special_tokens=[("<|begin_of_text|>", bos), ("<|end_of_text|>", eos)],
+    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
+        pad_token="<|end_of_text|>",
+    ).save_pretrained(out_dir)  # fmt: skip
+    codebooks, codes, vocab_size, hidden = 2, 8, 11, 32
+    codec = MimiConfig(
+        hidden_size=16, num_filters=4, upsampling_ratios=[8, 6, 5, 4], codebook_size=codes, codebook_dim=8,
+        num_quantizers=codebooks, vector_quantization_hidden_dimension=8, upsample_groups=16, num_hidden_layers=1,
+        intermediate_size=32, num_attention_heads=2, num_key_value_heads=2,
+    )  # fmt: skip
+    depth = CsmDepthDecoderConfig(
+        num_codebooks=codebooks, backbone_hidden_size=hidden, vocab_size=vocab_size, hidden_size=16,
+        intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+        max_position_embeddings=codebooks + 1,
+    )  # fmt: skip
+    config = CsmConfig(
+        num_codebooks=codebooks, vocab_size=vocab_size, text_vocab_size=len(vocab), hidden_size=hidden,
+        intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+        max_position_embeddings=1024, pad_token_id=vocab["<|AUDIO|>"], codebook_pad_token_id=vocab_size - 1,
+        codebook_eos_token_id=0, bos_token_id=bos, audio_token_id=vocab["<|AUDIO|>"],
+        audio_eos_token_id=vocab["<|audio_eos|>"], depth_decoder_config=depth.to_dict(), codec_config=codec.to_dict(),
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = CsmForConditionalGeneration(config).eval()
+    with torch.no_grad():  # Mimi's codebooks are learnt; random ones make every code sound different
+        for name, buffer in model.codec_model.named_buffers():
+            if name.endswith("embed_sum"):
+                buffer.normal_()
+    model.save_pretrained(out_dir)
+    return out_dir

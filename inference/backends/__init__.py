@@ -110,6 +110,10 @@ def load_backend(spec: ModelSpec) -> Backend:
         from inference.backends.bark import BarkBackend
 
         return BarkBackend.from_pretrained(source, name=name, device=spec.device, dtype=spec.dtype)
+    if config.model_type == "csm":
+        from inference.backends.csm import CsmBackend
+
+        return CsmBackend.from_pretrained(source, name=name, device=spec.device, dtype=spec.dtype)
     raise ModelLoadError(
-        f"{source}: model type {config.model_type!r} is not supported yet (supported: vits, speecht5, bark)"
+        f"{source}: model type {config.model_type!r} is not supported yet (supported: vits, speecht5, bark, csm)"
     )

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.e2e.server import Server, post, running_server, wait_for_status
-from tests.tiny_model import write_tiny_bark, write_tiny_speecht5
+from tests.tiny_model import write_tiny_bark, write_tiny_csm, write_tiny_speecht5
 
 pytestmark = pytest.mark.slow
 
@@ -124,3 +124,54 @@ def test_bark_speaks_batches_by_voice_and_repeats_seeded_requests(bark_server: S
         answers = list(pool.map(unseeded, range(len(TEXTS))))
     assert all(status == 200 for status, _, _ in answers)
     assert max(int(headers["x-batch-size"]) for _, headers, _ in answers) > 1  # unseeded requests share
+
+
+@pytest.fixture(scope="module")
+def csm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    model = write_tiny_csm(tmp_path_factory.mktemp("csm"))
+    env = {"CHORUS_MODEL": str(model), "CHORUS_LOG_LEVEL": "WARNING"}
+    with running_server(tmp_path_factory.mktemp("csm-server"), env) as server:
+        yield server
+
+
+def test_csm_speaks_as_its_speakers_and_repeats_seeded_requests(csm_server: Server) -> None:
+    body = {"text": "Hello there, 42!", "voice": "1", "seed": 9}
+    status, headers, first = call(csm_server, "/generate", body)
+    assert status == 200, first
+    assert headers["x-batch-size"] == "1"
+    audio = samples(first, 24000)
+    assert len(audio) > 0
+    assert len(audio) % 1920 == 0  # whole Mimi frames
+    assert abs(len(audio) / 24000 - float(headers["x-audio-duration-s"])) < 0.001
+    assert call(csm_server, "/generate", body)[2] == first
+    with urllib.request.urlopen(csm_server.url + "/v1/audio/voices", timeout=10) as response:
+        assert [v["id"] for v in json.loads(response.read())["data"]] == ["0", "1"]
+    status, _, refused = call(csm_server, "/generate", {"text": "Hello.", "speed": 2.0})
+    assert status == 422
+    assert "speed is not supported" in json.loads(refused)["detail"]
+    status, _, refused = call(csm_server, "/generate", {"text": "Hello.", "voice": "5"})
+    assert status == 422
+    assert "0, 1" in json.loads(refused)["detail"]
+    status, headers, flac = call(
+        csm_server, "/v1/audio/speech", {"model": "tts-1", "input": "Hi.", "voice": "alloy", "response_format": "flac"}
+    )
+    assert status == 200
+    assert headers["content-type"] == "audio/flac"
+    assert flac[:4] == b"fLaC"
+
+
+def test_csm_batches_greedy_requests_of_both_speakers_exactly(csm_server: Server) -> None:
+    def one(index: int) -> tuple[int, dict[str, str], bytes]:
+        return call(csm_server, "/generate", {"text": TEXTS[index], "voice": str(index % 2), "temperature": 0})
+
+    with ThreadPoolExecutor(len(TEXTS)) as pool:
+        together = list(pool.map(one, range(len(TEXTS))))
+    assert all(status == 200 for status, _, _ in together)
+    assert max(int(headers["x-batch-size"]) for _, headers, _ in together) > 1
+    for index, (_, _, body) in enumerate(together):
+        status, headers, alone = one(index)
+        assert status == 200
+        assert headers["x-batch-size"] == "1"
+        a, b = samples(alone, 24000).astype(np.int32), samples(body, 24000).astype(np.int32)
+        assert len(a) == len(b)  # every row trimmed to its own length
+        assert int(np.abs(a - b).max()) <= 1
