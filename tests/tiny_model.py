@@ -174,8 +174,9 @@ def write_tiny_bark(out_dir: Path, *, voices: tuple[str, ...] = ("narrator",), s
     layout, a small BERT word-piece tokenizer and voice presets in ``voices/``.
 
     Bark's stage configs must keep its token offsets (semantic input vocabulary 129 600, coarse 12 096,
-    8 codebooks of 1024 at 75 Hz). A random semantic model never picks its EOS token, so every row runs to
-    the 40-token limit (0.8 s of audio): per-row lengths are not exercised by this fixture.
+    8 codebooks of 1024 at 75 Hz). A random semantic model would never pick its end token (1 in 10 048), so
+    that token's output row is scaled up: rows then end after 10 (the backend's minimum) to 40 (the limit)
+    semantic tokens, at different lengths.
     """
     import numpy as np
     import torch
@@ -213,6 +214,8 @@ def write_tiny_bark(out_dir: Path, *, voices: tuple[str, ...] = ("narrator",), s
     with torch.no_grad():  # EnCodec's codebooks start at zero (they are learnt): every code would sound alike
         for layer in model.codec_model.quantizer.layers:
             layer.codebook.embed.normal_()
+        end_token = 10000  # Bark's semantic vocabulary ends here; this output is its end of text
+        model.semantic.lm_head.weight[end_token] = torch.randn(small["hidden_size"])
     # transformers 5.x cannot save a BarkGenerationConfig (its validate() misses attributes) and its
     # generate wants the stage configs as dicts: write generation_config.json as suno/bark ships it.
     model.generation_config = GenerationConfig()

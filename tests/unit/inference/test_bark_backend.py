@@ -36,7 +36,17 @@ def test_a_batch_gives_every_row_its_audio(backend: Any) -> None:
     waves = backend.synthesize(jobs)
     assert len(waves) == len(TEXTS)
     assert all(len(w) > 0 and np.isfinite(w).all() for w in waves)
-    assert len(waves[0]) % 320 == 0  # whole EnCodec frames (75 Hz at 24 kHz)
+    assert all(len(w) % 320 == 0 for w in waves)  # whole EnCodec frames (75 Hz at 24 kHz)
+    assert len({len(w) for w in waves}) > 1  # each row trimmed to where its own semantic tokens ended
+
+
+def test_greedy_rows_batched_equal_the_same_rows_alone(backend: Any) -> None:
+    jobs = [backend.prepare(text, SynthesisParams(seed=i, temperature=0.0))[0] for i, text in enumerate(TEXTS)]
+    together = backend.synthesize(jobs)
+    for job, row in zip(jobs, together, strict=True):
+        alone = backend.synthesize([job])[0]
+        assert len(alone) == len(row)
+        assert float(np.abs(alone - row).max()) < 1e-4
 
 
 def test_seeded_requests_repeat_and_run_alone(backend: Any) -> None:
