@@ -187,17 +187,32 @@ def main() -> int:
     parser.add_argument("--families", default="vits,speecht5,bark,csm")
     parser.add_argument("--small", action="store_true", help="tiny configs: a dry run of this script")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--budget-s", type=float, default=420.0, help="stop starting new measurements after this many seconds"
+    )
     args = parser.parse_args()
+    started = time.perf_counter()
     from inference.backends import ModelSpec, load_backend
 
     builders = {"vits": build_vits, "speecht5": build_speecht5, "bark": build_bark, "csm": build_csm}
-    report: dict[str, Any] = {"machine": machine(), "rows": []}
+    report: dict[str, Any] = {"machine": machine(), "rows": [], "skipped": []}
     print(f"machine: {report['machine']}", flush=True)
+    out = args.json or (Path(os.environ["OUT"]) / "gpu_families.json" if "OUT" in os.environ else None)
+
+    def over_budget(what: str) -> bool:
+        if time.perf_counter() - started < args.budget_s:
+            return False
+        report["skipped"].append(what)
+        print(f"skipped (over the {args.budget_s:.0f} s budget): {what}", flush=True)
+        return True
+
     with tempfile.TemporaryDirectory() as tmp:
         for family in args.families.split(","):
+            if over_budget(family):
+                continue
             folder = builders[family](Path(tmp) / family, args.small)
             for dtype in args.dtypes.split(","):
-                if dtype != "fp32" and args.device == "cpu":
+                if (dtype != "fp32" and args.device == "cpu") or over_budget(f"{family} {dtype}"):
                     continue
                 t0 = time.perf_counter()
                 backend = load_backend(ModelSpec(model=str(folder), device=args.device, dtype=dtype))
@@ -208,6 +223,8 @@ def main() -> int:
                 backend.warmup()
                 load_s = time.perf_counter() - t0
                 for size in (int(b) for b in args.batch_sizes.split(",")):
+                    if over_budget(f"{family} {dtype} batch {size}"):
+                        continue
                     row = {"family": family, "dtype": dtype, "load_s": round(load_s, 1),
                            **measure(backend, size, args.min_seconds)}  # fmt: skip
                     report["rows"].append(row)
@@ -216,8 +233,9 @@ def main() -> int:
                         f"{row['ms_per_batch']:8.1f} ms/batch  peak {row['peak_gib']} GiB",
                         flush=True,
                     )
+                    if out:  # after every row: a run cut short still leaves what it measured
+                        out.write_text(json.dumps(report, indent=1))
                 del backend
-    out = args.json or (Path(os.environ["OUT"]) / "gpu_families.json" if "OUT" in os.environ else None)
     if out:
         out.write_text(json.dumps(report, indent=1))
     return 0
