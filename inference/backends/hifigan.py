@@ -2,6 +2,11 @@
 
 With ``mask`` (rows, 1, frames) every convolution's input is zero past each row's end: what a lone row
 sees as the convolution's zero padding, so each row of a padded batch equals its unbatched synthesis.
+
+On CPU the vocoder runs as 2-D convolutions (a height of 1) on channels-last tensors: oneDNN then reads and
+writes the activations as they are, instead of reordering them into its blocked layout and back around
+every 1-D convolution. Same arithmetic (4e-7 of full scale); on a 2-core AMX Xeon the Piper voice's
+vocoder took 154-163 ms instead of 185-207 ms for 5 s of audio on 2 threads, 275 instead of 405 ms on one.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["hifigan_body", "resblock"]
+__all__ = ["as_2d", "convolutions_as_2d", "from_2d", "hifigan_body", "resblock"]
 
 
 def hifigan_body(
@@ -25,7 +30,7 @@ def hifigan_body(
             hidden = hidden * mask
         hidden = dec.upsampler[i](nn.functional.leaky_relu(hidden, slope))
         if mask is not None:
-            mask = mask.repeat_interleave(rate, dim=2)
+            mask = mask.repeat_interleave(rate, dim=-1)
             hidden = hidden * mask
         total: torch.Tensor | None = None
         for j in range(dec.num_kernels):
@@ -60,3 +65,51 @@ def resblock(block: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None, 
             inner = inner * mask
         hidden = hidden + conv2(inner)
     return hidden if mask is None else hidden * mask
+
+
+def convolutions_as_2d(module: nn.Module) -> nn.Module:
+    """Replace every ``Conv1d`` / ``ConvTranspose1d`` inside ``module`` (in place) by the 2-D convolution
+    with a 1-high kernel that computes the same, its weights channels-last; returns ``module``."""
+    for name, child in list(module.named_children()):
+        new: nn.Conv2d | nn.ConvTranspose2d
+        if type(child) is nn.Conv1d:
+            new = nn.Conv2d(
+                child.in_channels, child.out_channels, (1, child.kernel_size[0]), stride=(1, child.stride[0]),
+                padding=(0, _int_padding(child.padding)), dilation=(1, child.dilation[0]), groups=child.groups,
+                bias=child.bias is not None,
+            )  # fmt: skip
+        elif type(child) is nn.ConvTranspose1d:
+            new = nn.ConvTranspose2d(
+                child.in_channels, child.out_channels, (1, child.kernel_size[0]), stride=(1, child.stride[0]),
+                padding=(0, _int_padding(child.padding)), output_padding=(0, child.output_padding[0]),
+                dilation=(1, child.dilation[0]), groups=child.groups, bias=child.bias is not None,
+            )  # fmt: skip
+        else:
+            convolutions_as_2d(child)
+            continue
+        conv: Any = child
+        new.to(device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(conv.weight.unsqueeze(2))
+            if conv.bias is not None and new.bias is not None:
+                new.bias.copy_(conv.bias)
+        new.weight.data = new.weight.data.contiguous(memory_format=torch.channels_last)
+        new.eval().requires_grad_(False)
+        module._modules[name] = new
+    return module
+
+
+def as_2d(tensor: torch.Tensor) -> torch.Tensor:
+    """(rows, channels, time) → (rows, channels, 1, time), channels-last."""
+    return tensor.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
+def from_2d(tensor: torch.Tensor) -> torch.Tensor:
+    """(rows, channels, 1, time) → (rows, channels, time)."""
+    return tensor.squeeze(2)
+
+
+def _int_padding(padding: Any) -> int:
+    if isinstance(padding, str):
+        raise ValueError(f"string padding {padding!r} is not supported")
+    return int(padding[0])

@@ -34,7 +34,7 @@ from torch import nn
 
 from inference.backends.base import ModelInfo, SynthesisJob, SynthesisParams
 from inference.backends.device import run_batch, torch_dtype
-from inference.backends.hifigan import hifigan_body
+from inference.backends.hifigan import as_2d, convolutions_as_2d, from_2d, hifigan_body
 from inference.backends.noise import seeded_uniform
 from inference.errors import InvalidTextError, ModelLoadError, UnknownVoiceError
 from inference.text.normalize import normalize
@@ -121,6 +121,9 @@ class SpeechT5Backend:
         fold_weight_norm(vocoder)
         model.to(device, dtype=self.dtype)
         vocoder.to(device, dtype=torch.float32)  # small; fp32 keeps its tanh output clean
+        self._vocoder_2d = device.type == "cpu"  # channels-last 2-D convolutions on CPU (see hifigan)
+        if self._vocoder_2d:
+            convolutions_as_2d(vocoder)
         for param in [*model.parameters(), *vocoder.parameters()]:
             param.requires_grad_(False)
 
@@ -302,9 +305,13 @@ class SpeechT5Backend:
         features = mel.transpose(1, 2)
         if mask is not None:
             features = features * mask  # normalisation moved the padding off zero: put it back
+        if self._vocoder_2d:
+            features = as_2d(features)
+            mask = None if mask is None else as_2d(mask)
         hidden = voc.conv_pre(features)
         hidden = hifigan_body(voc, hidden, mask, voc.config.upsample_rates, voc.config.leaky_relu_slope)
-        return torch.tanh(voc.conv_post(hidden)).squeeze(1)
+        out = torch.tanh(voc.conv_post(hidden))
+        return (from_2d(out) if self._vocoder_2d else out).squeeze(1)
 
     def _vocode_batch(self, mels: list[torch.Tensor]) -> list[torch.Tensor]:
         lengths = [m.shape[0] for m in mels]

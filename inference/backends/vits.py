@@ -26,7 +26,7 @@ from transformers import VitsConfig, VitsModel
 
 from inference.backends.base import ModelInfo, SynthesisJob, SynthesisParams
 from inference.backends.device import run_batch, torch_dtype
-from inference.backends.hifigan import hifigan_body
+from inference.backends.hifigan import as_2d, convolutions_as_2d, from_2d, hifigan_body
 from inference.backends.noise import seeded_normal
 from inference.backends.text import TextFrontend, load_frontend
 from inference.errors import ModelLoadError, UnknownVoiceError
@@ -134,11 +134,14 @@ class VitsBackend:
         # Batching the HiFi-GAN decoder pays on a GPU; on a few CPU cores running it row by row is faster
         # (no padded work); the README's performance section has the measurements.
         self.batch_decoder = device.type == "cuda" if batch_decoder is None else batch_decoder
-        # Rounding padded lengths up keeps the number of distinct shapes small on CUDA (cuDNN autotuning,
-        # later CUDA graphs); masking keeps the result exact, so it only costs a little padded work.
-        self.length_bucket = (16 if device.type == "cuda" else 1) if length_bucket is None else length_bucket
+        # Rounding padded lengths up keeps the number of distinct shapes small: cuDNN autotuning and later
+        # CUDA graphs on CUDA; on CPU, oneDNN builds (and caches) kernels per shape, and a length it has not
+        # seen measured twice as slow through the vocoder. Masking keeps the result exact, so it only costs
+        # a little padded work. 0: a geometric grid (the CPU default, see _bucket).
+        self.length_bucket = (16 if device.type == "cuda" else 0) if length_bucket is None else length_bucket
         self._half = half
         self._pinned: torch.Tensor | None = None
+        self._channels_last = False
         self.defaults = (
             float(self.config.noise_scale),
             float(self.config.noise_scale_duration),
@@ -197,7 +200,7 @@ class VitsBackend:
             del model.posterior_encoder
         model.to(self.device, dtype=torch.float32)
         if self.device.type == "cpu":
-            self._prepack_cpu_convolutions()
+            self._cpu_channels_last()
         if self.device.type == "cuda":
             # fp32 means fp32: TF32 convolutions make a row's samples depend on its batch's shape. Half
             # precision gives that exactness up anyway, and cuDNN's choices with TF32 off measured worse.
@@ -212,18 +215,15 @@ class VitsBackend:
         for param in model.parameters():
             param.requires_grad_(False)
 
-    def _prepack_cpu_convolutions(self) -> None:
-        """Hand the flow's and vocoder's convolutions to oneDNN with weights packed once, not per call.
-
-        Same arithmetic (tested bit-identical), ~11 % less vocoder time on a 2-core Xeon.
-        """
-        if not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
-            return
-        import torch.utils.mkldnn as mkldnn_utils
-
-        for parent in (self.model.flow, self.model.decoder):
-            for name, child in list(parent.named_children()):
-                parent._modules[name] = _prepacked(child, mkldnn_utils)
+    def _cpu_channels_last(self) -> None:
+        """The flow and the vocoder as channels-last 2-D convolutions (see ``hifigan``): their tensors are
+        (rows, channels, 1, time) from the flow on. transformers' flow code works unchanged on them (it
+        splits, slices and concatenates channels only); measured on a 2-core AMX Xeon, this beat oneDNN
+        convolutions with prepacked weights on 1-D tensors (reordered into oneDNN's layout and back around
+        every convolution)."""
+        convolutions_as_2d(self.model.flow)
+        convolutions_as_2d(self.model.decoder)
+        self._channels_last = True
 
     # ------------------------------------------------------------------ protocol
 
@@ -263,7 +263,7 @@ class VitsBackend:
         model, device = self.model, self.device
         batch = len(jobs)
         lengths = [job.length for job in jobs]
-        max_len = _round_up(max(lengths), self.length_bucket)
+        max_len = self._bucket(max(lengths))
 
         ids = np.zeros((batch, max_len), dtype=np.int64)
         for row, job in enumerate(jobs):
@@ -294,7 +294,7 @@ class VitsBackend:
         duration = torch.ceil(torch.exp(log_duration) * in_mask * length_scale[:, None, None]).squeeze(1)
         frames_t = torch.clamp_min(duration.sum(dim=1), 1).long()
         frames = frames_t.tolist()  # the one host sync: the output size depends on predicted durations
-        max_frames = _round_up(max(frames), self.length_bucket)
+        max_frames = self._bucket(max(frames))
 
         # Each output frame reads the token whose cumulative duration first exceeds the frame index.
         cumulative = torch.cumsum(duration, dim=1).contiguous()
@@ -323,21 +323,36 @@ class VitsBackend:
     ) -> list[npt.NDArray[np.float32]]:
         """Flow (reverse) and vocoder, batched with masks or row by row; waveforms trimmed per row."""
         model, batch = self.model, len(frames)
+        if self._channels_last:  # (rows, channels, 1, time) from here on: see _cpu_channels_last
+            latents, out_mask_h = as_2d(latents), as_2d(out_mask_h)
+            speaker_h = None if speaker_h is None else as_2d(speaker_h)
         if self.batch_decoder:
             latents = model.flow(latents, out_mask_h, speaker_h, reverse=True) * out_mask_h
             waves = self._decode(latents, out_mask_h, speaker_h).squeeze(1)
             waves = waves[:, : max(frames) * self.hop].float()
             flat = self._to_host(waves)
             return [flat[row, : frames[row] * self.hop].copy() for row in range(batch)]
+
         # Row by row, the frame-rate flow and the vocoder do no padded work: on a few CPU cores that
         # beats batching them (benchmarks/bench_backend.py); only the cheap text side is batched.
+        # Each row is cut at its own length rounded up (fewer distinct shapes), its padding masked.
         results = []
         for row in range(batch):
-            single = latents[row : row + 1, :, : frames[row]]
+            width = self._bucket(frames[row])
+            mask = out_mask_h[row : row + 1, ..., :width]
             g = None if speaker_h is None else speaker_h[row : row + 1]
-            single = model.flow(single, out_mask_h[row : row + 1, :, : frames[row]], g, reverse=True)
-            results.append(self._decode(single, None, g).float().squeeze().cpu().numpy().reshape(-1))
+            single = model.flow(latents[row : row + 1, ..., :width], mask, g, reverse=True)
+            padded = mask if width > frames[row] else None  # masked only where there is padding
+            wave = self._decode(single if padded is None else single * padded, padded, g)
+            results.append(wave.float().reshape(-1)[: frames[row] * self.hop].cpu().numpy())
         return results
+
+    def _bucket(self, length: int) -> int:
+        """``length`` rounded up to a multiple of ``length_bucket``, or with 0 to a geometric grid: steps of
+        16 up to 128, then eight steps an octave (at most 1/8 of padded work, ~8 shapes an octave)."""
+        if self.length_bucket > 0:
+            return _round_up(length, self.length_bucket)
+        return _round_up(length, max(16, 1 << max(0, length.bit_length() - 4)))
 
     def device_memory(self) -> dict[str, int]:
         """Accelerator memory in bytes (allocated, reserved, peak); empty on CPU."""
@@ -425,12 +440,5 @@ class VitsBackend:
         if speaker is not None:
             hidden = hidden + dec.cond(speaker)
         hidden = hifigan_body(dec, hidden, mask, self.config.upsample_rates, slope)
-        return torch.tanh(dec.conv_post(hidden))
-
-
-def _prepacked(module: nn.Module, mkldnn_utils: Any) -> nn.Module:
-    if type(module) is nn.Conv1d:
-        return mkldnn_utils.to_mkldnn(module)  # type: ignore[no-any-return]
-    for name, child in list(module.named_children()):
-        module._modules[name] = _prepacked(child, mkldnn_utils)
-    return module
+        out = torch.tanh(dec.conv_post(hidden))
+        return from_2d(out) if self._channels_last else out

@@ -149,3 +149,28 @@ def test_seeded_noise_is_standard_normal_and_independent_of_batch_and_padding() 
     alone = seeded_normal(seeds[2:3], 2, 64, 300)
     assert torch.equal(alone[0], noise[2, :, :300])  # same row, same numbers, whatever the batch or padding
     assert not torch.equal(seeded_normal(seeds[2:3], 1, 64, 300), alone)  # streams differ
+
+
+def test_lengths_rounded_up_to_fewer_shapes_change_no_sample(tiny_backend: Any) -> None:
+    """On CPU rows run at their length rounded up (oneDNN builds kernels per shape), padding masked."""
+    assert tiny_backend.length_bucket == 0  # the CPU default: the geometric grid
+    jobs = jobs_for(tiny_backend, TEXTS, temperature=0.0)
+    bucketed = [tiny_backend.synthesize([job])[0] for job in jobs]
+    tiny_backend.length_bucket = 1
+    try:
+        exact = [tiny_backend.synthesize([job])[0] for job in jobs]
+    finally:
+        tiny_backend.length_bucket = 0
+    frames = [len(wave) // tiny_backend.hop for wave in exact]
+    assert any(tiny_backend._bucket(n) > n for n in frames)  # some rows really were padded
+    assert [len(w) for w in bucketed] == [len(w) for w in exact]
+    for a, b in zip(bucketed, exact, strict=True):
+        assert float(np.abs(a - b).max()) <= 1e-5
+
+
+def test_the_cpu_length_grid_is_coarse_and_wastes_at_most_an_eighth(tiny_backend: Any) -> None:
+    grid = [tiny_backend._bucket(n) for n in range(1, 4097)]
+    assert all(g >= n for n, g in enumerate(grid, start=1))
+    assert all(g - n <= max(15, n // 8) for n, g in enumerate(grid, start=1))
+    assert grid == sorted(grid)
+    assert len(set(grid)) <= 8 + 8 * 5  # 16..128 in steps of 16, then eight shapes an octave
