@@ -26,7 +26,7 @@ from transformers import VitsConfig, VitsModel
 
 from inference.backends.base import ModelInfo, SynthesisJob, SynthesisParams
 from inference.backends.device import run_batch, torch_dtype
-from inference.backends.hifigan import as_2d, convolutions_as_2d, from_2d, hifigan_body
+from inference.backends.hifigan import Mask, apply_mask, as_2d, convolutions_as_2d, from_2d, hifigan_body
 from inference.backends.noise import seeded_normal
 from inference.backends.text import TextFrontend, load_frontend
 from inference.errors import ModelLoadError, UnknownVoiceError
@@ -342,8 +342,8 @@ class VitsBackend:
             mask = out_mask_h[row : row + 1, ..., :width]
             g = None if speaker_h is None else speaker_h[row : row + 1]
             single = model.flow(latents[row : row + 1, ..., :width], mask, g, reverse=True)
-            padded = mask if width > frames[row] else None  # masked only where there is padding
-            wave = self._decode(single if padded is None else single * padded, padded, g)
+            end = frames[row] if width > frames[row] else None  # the padded tail is zeroed (see hifigan)
+            wave = self._decode(apply_mask(single, end), end, g)
             results.append(wave.float().reshape(-1)[: frames[row] * self.hop].cpu().numpy())
         return results
 
@@ -428,7 +428,7 @@ class VitsBackend:
             latents, _ = flow(latents, in_mask, global_conditioning=inputs, reverse=True)
         return latents[:, :1, :]
 
-    def _decode(self, latents: torch.Tensor, mask: torch.Tensor | None, speaker: torch.Tensor | None) -> torch.Tensor:
+    def _decode(self, latents: torch.Tensor, mask: Mask, speaker: torch.Tensor | None) -> torch.Tensor:
         """HiFi-GAN forward; with ``mask`` every convolution's input is zero past each row's end.
 
         Zeroed inputs are what a lone row sees as the convolution's zero padding, so each row's samples
