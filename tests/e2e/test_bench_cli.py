@@ -98,3 +98,31 @@ def test_an_unreachable_url_is_a_clear_error() -> None:
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2
     assert "cannot reach http://127.0.0.1:9" in done.stderr
+
+
+def test_a_refused_request_whose_body_arrives_late_keeps_the_connection_usable(server: Server) -> None:
+    """The guard refuses before the body is read; if the 401 went out with the body unread, granian closed
+    the keep-alive connection after it and a load generator's next request on it failed (status 0)."""
+    import socket
+    import time
+
+    body = json.dumps({"text": "Hello there.", "language": "en"}).encode()
+    head = (
+        f"POST /generate HTTP/1.1\r\nHost: localhost\r\nX-API-Key: wrong\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(head)
+        time.sleep(0.3)  # the body comes after the headers, as it can from any client
+        conn.sendall(body)
+        conn.sendall(b"GET /ping HTTP/1.1\r\nHost: localhost\r\n\r\n")  # the next request, same connection
+        received = b""
+        deadline = time.monotonic() + 10
+        while received.count(b"HTTP/1.1 ") < 2 and time.monotonic() < deadline:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 401")
+    assert b"HTTP/1.1 200" in received  # /ping answered on the same connection
