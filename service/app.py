@@ -160,6 +160,58 @@ def _openapi_config(settings: Settings) -> OpenAPIConfig | None:
     return OpenAPIConfig(title="Chorus", version="0.1.0", path="/schema", openapi_router=router)
 
 
+#: An answer sent before its request's body was read waits for at most this much of the body to arrive.
+_DRAIN_BYTES = 2 * 1024 * 1024
+_DRAIN_S = 5.0
+
+
+class ChorusApp(Litestar):
+    """Litestar, plus one rule at the outermost layer: no answer starts while its request's body is unread.
+
+    Guards, routing (404/405) and body limits answer before a handler reads the body. granian then closed
+    the keep-alive connection after the answer, and the client's next request on that connection failed
+    with "server disconnected" (under load about once in ten thousand refusals; every time when the body
+    came after the headers). Reading the rest first (up to ``_DRAIN_BYTES`` and ``_DRAIN_S``; past that the
+    connection just closes) keeps the connection usable."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # Litestar's own union types
+        if scope["type"] != ScopeType.HTTP or not _has_body(scope):
+            await super().__call__(scope, receive, send)
+            return
+        body_read = False
+
+        async def tracking_receive() -> Any:
+            nonlocal body_read
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_read = True
+            return message
+
+        async def draining_send(message: Any) -> None:
+            nonlocal body_read
+            if message["type"] == "http.response.start" and not body_read:
+                body_read = True
+                budget = _DRAIN_BYTES
+                with anyio.move_on_after(_DRAIN_S):
+                    while budget > 0:
+                        chunk = await receive()
+                        budget -= len(chunk.get("body", b""))
+                        if chunk["type"] != "http.request" or not chunk.get("more_body", False):
+                            break
+            await send(message)
+
+        await super().__call__(scope, tracking_receive, draining_send)
+
+
+def _has_body(scope: Any) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return value.strip() not in (b"", b"0")
+        if name == b"transfer-encoding":
+            return True
+    return False
+
+
 def create_app(settings: Settings | None = None, backend: Backend | None = None) -> Litestar:
     """Build the app. ``backend`` lets tests hand in a loaded model; otherwise settings name one."""
     settings = settings or Settings.from_env()
@@ -171,7 +223,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     handlers: list[Any] = [ping, stats, metrics_route(settings), generate_speech, openai_router]
     if settings.playground:
         handlers += playground_routers()
-    return Litestar(
+    return ChorusApp(
         route_handlers=handlers,
         guards=[require_api_key],
         dependencies={"chorus": Provide(_provide_chorus, sync_to_thread=False)},

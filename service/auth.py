@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 
-from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
@@ -24,7 +22,7 @@ def key_matches(supplied: str, keys: tuple[str, ...]) -> bool:
     return found
 
 
-async def require_api_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+def require_api_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
     """Refuse with 401 unless ``X-API-Key`` is one of the configured keys (when any are configured)."""
     if not handler.opt.get("auth", True):
         return
@@ -42,18 +40,6 @@ async def require_api_key(connection: ASGIConnection, handler: BaseRouteHandler)
             candidates.append(token.strip())
     if not candidates:
         where = "X-API-Key or Authorization: Bearer" if handler.opt.get("bearer", False) else "the X-API-Key header"
-        await _drain(connection)
         raise NotAuthorizedException(f"an API key is required: send it in {where}")
     if not any(key_matches(candidate, keys) for candidate in candidates):
-        await _drain(connection)
         raise NotAuthorizedException("the API key is not valid")
-
-
-async def _drain(connection: ASGIConnection) -> None:  # type: ignore[type-arg]
-    """Read the refused request's body before answering. Guards run before the body is read, and a
-    response sent with the body still unread made granian close the keep-alive connection after it, so
-    the client's next request on that connection failed ("server disconnected") about once in a thousand
-    refusals under load. The body limit still applies: past it the connection is simply closed."""
-    if isinstance(connection, Request):
-        with contextlib.suppress(Exception):
-            await connection.body()

@@ -100,15 +100,21 @@ def test_an_unreachable_url_is_a_clear_error() -> None:
     assert "cannot reach http://127.0.0.1:9" in done.stderr
 
 
-def test_a_refused_request_whose_body_arrives_late_keeps_the_connection_usable(server: Server) -> None:
-    """The guard refuses before the body is read; if the 401 went out with the body unread, granian closed
-    the keep-alive connection after it and a load generator's next request on it failed (status 0)."""
+@pytest.mark.parametrize(
+    ("method", "path", "key", "status"),
+    [("POST", "/generate", "wrong", b"401"), ("POST", "/nowhere", KEY, b"404"), ("PUT", "/generate", KEY, b"405")],
+)
+def test_an_answer_given_before_the_body_is_read_keeps_the_connection_usable(
+    server: Server, method: str, path: str, key: str, status: bytes
+) -> None:
+    """Guards, routing and limits answer before the body is read; if that answer went out with the body
+    unread, granian closed the keep-alive connection and a client's next request on it failed (status 0)."""
     import socket
     import time
 
     body = json.dumps({"text": "Hello there.", "language": "en"}).encode()
     head = (
-        f"POST /generate HTTP/1.1\r\nHost: localhost\r\nX-API-Key: wrong\r\nContent-Type: application/json\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
     host, port = server.url.removeprefix("http://").split(":")
@@ -124,5 +130,5 @@ def test_a_refused_request_whose_body_arrives_late_keeps_the_connection_usable(s
             if not chunk:
                 break
             received += chunk
-    assert received.startswith(b"HTTP/1.1 401")
+    assert received.startswith(b"HTTP/1.1 " + status)
     assert b"HTTP/1.1 200" in received  # /ping answered on the same connection
