@@ -27,7 +27,7 @@ import numpy.typing as npt
 import torch
 
 from inference.backends.base import ModelInfo, SynthesisJob, SynthesisParams
-from inference.backends.device import run_batch, torch_dtype
+from inference.backends.device import batch_generator, freeze, run_batch, torch_dtype
 from inference.errors import InvalidTextError, ModelLoadError, UnknownVoiceError, UnsupportedParameterError
 
 __all__ = ["BarkBackend"]
@@ -102,10 +102,7 @@ class BarkBackend:
             device=str(device),
             dtype=dtype,
         )
-        model.eval()
-        model.to(device, dtype=half)
-        for param in model.parameters():
-            param.requires_grad_(False)
+        freeze(model, device, half)
 
     @classmethod
     def from_pretrained(
@@ -180,11 +177,7 @@ class BarkBackend:
             options[f"{stage}_do_sample"] = not greedy
             if first.temperature is not None and not greedy:
                 options[f"{stage}_temperature"] = first.temperature
-        # One generator for the whole call: seeded from the batch, so a seeded request (always alone) repeats.
-        generator_seed = first.seed if first.seeded else int(sum(job.params.seed for job in jobs) % (2**63))
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(generator_seed)
+        with batch_generator(jobs, self.device):  # a seeded request (always alone) repeats
             audio, lengths = self.model.generate(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **options
             )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
 
+from inference.backends.base import SynthesisJob
 from inference.backends.cuda_memory import release_if_oversized
 from inference.errors import ModelLoadError
 
-__all__ = ["DTYPES", "run_batch", "torch_dtype"]
+__all__ = ["DTYPES", "batch_generator", "freeze", "run_batch", "torch_dtype"]
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 T = TypeVar("T")
@@ -38,3 +40,23 @@ def run_batch(device: torch.device, run: Callable[[Sequence[T]], list[R]], jobs:
         raise
     finally:
         release_if_oversized(device)
+
+
+def freeze(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """Evaluation mode, on ``device`` in ``dtype``, no gradients."""
+    model.eval()
+    model.to(device, dtype=dtype)
+    for param in model.parameters():
+        param.requires_grad_(False)
+
+
+@contextmanager
+def batch_generator(jobs: Sequence[SynthesisJob], device: torch.device) -> Iterator[None]:
+    """For families that sample a whole batch from torch's one global generator (Bark, CSM): seed it from
+    the batch for the duration, then restore it. A request with a client-chosen seed runs alone (their
+    batch keys see to it) and is seeded with exactly that seed, so it repeats."""
+    first = jobs[0].params
+    seed = first.seed if first.seeded else int(sum(job.params.seed for job in jobs) % (2**63))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
