@@ -3,6 +3,7 @@
 Systems (each server alone on the machine while it is measured):
   chorus          ``chorus serve`` with its default policy
   chorus-nobatch  the same with CHORUS_MAX_BATCH_SIZE=1
+  chorus-bf16     the same with CHORUS_DTYPE=bf16 (flow and vocoder in bf16), where the machine computes bf16
   naive           FastAPI + uvicorn + the transformers model behind a lock (benchmarks/peers/naive_server.py)
   litserve        LitServe with its batching on the same model (benchmarks/peers/litserve_server.py)
   chorus-stream   chorus at concurrency 1 with ``stream: true``: TTFB is the time to first audio
@@ -169,6 +170,15 @@ def run_onnxruntime(duration_s: float) -> dict[str, Any] | None:
     return row
 
 
+def bf16_capable() -> bool:
+    """Whether ``CHORUS_DTYPE=bf16`` runs here: on CUDA, or on a CPU that computes bf16 natively."""
+    import torch
+
+    from inference.backends.device import cpu_has_bf16
+
+    return bool(torch.cuda.is_available()) or cpu_has_bf16()
+
+
 def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The issue's targets, as ratios of this run's numbers."""
 
@@ -190,6 +200,8 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out["chorus_p50_c1_vs_raw_single"] = round(chorus1["p50_ms"] / raw1["p50_ms"], 3)
     if best("onnxruntime"):
         out["chorus_vs_onnxruntime"] = round(best("chorus") / best("onnxruntime"), 3)
+        if best("chorus-bf16"):
+            out["chorus_bf16_vs_onnxruntime"] = round(best("chorus-bf16") / best("onnxruntime"), 3)
     per_level: dict[str, dict[str, float]] = {}
     for row in rows:
         if row["system"] != "chorus" or row["mode"] != "closed":
@@ -201,6 +213,16 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
                     row["throughput_audio_s_per_s"] / other["throughput_audio_s_per_s"], 2
                 )
     out["chorus_throughput_vs_peer_by_concurrency"] = per_level
+    bf16_gain = {}
+    for row in rows:
+        if row["system"] == "chorus-bf16" and row["mode"] == "closed":
+            base = at("chorus", row["concurrency"])
+            if base and base["throughput_audio_s_per_s"]:
+                bf16_gain[str(row["concurrency"])] = round(
+                    row["throughput_audio_s_per_s"] / base["throughput_audio_s_per_s"], 2
+                )
+    if bf16_gain:
+        out["chorus_bf16_vs_chorus_by_concurrency"] = bf16_gain
     stream = next((r for r in rows if r["system"] == "chorus-stream"), None)
     if stream and stream["ttfb_p50_ms"] and stream["p50_ms"]:
         out["stream_first_audio_vs_whole_c1"] = round(stream["ttfb_p50_ms"] / stream["p50_ms"], 3)
@@ -215,7 +237,9 @@ def main() -> int:
     parser.add_argument("--concurrency", default=None, help="comma-separated (default 1,4,16 quick; 1,2,4,8,16,32)")
     parser.add_argument("--duration", type=float, default=None, help="seconds per run (default 20 quick; 30)")
     parser.add_argument("--rate", type=float, default=2.0, help="open-loop arrivals per second (0: none)")
-    parser.add_argument("--systems", default="chorus,chorus-nobatch,naive,litserve,chorus-stream,raw,onnxruntime")
+    parser.add_argument(
+        "--systems", default="chorus,chorus-nobatch,chorus-bf16,naive,litserve,chorus-stream,raw,onnxruntime"
+    )
     args = parser.parse_args()
     concurrencies = [int(c) for c in (args.concurrency or ("1,4,16" if args.quick else "1,2,4,8,16,32")).split(",")]
     duration = args.duration or (20.0 if args.quick else 30.0)
@@ -223,6 +247,9 @@ def main() -> int:
     info = machine()
     name = args.name or ("quick" if args.quick else ("gpu" if info.get("gpu") else "cpu"))
     systems = args.systems.split(",")
+    if "chorus-bf16" in systems and not bf16_capable():
+        print("chorus-bf16 skipped: this machine computes no bf16 natively", file=sys.stderr)
+        systems.remove("chorus-bf16")
     print(f"machine: {info}", file=sys.stderr)
     rows: list[dict[str, Any]] = []
     model_env = {"CHORUS_MODEL": args.model} if args.model else {}
@@ -233,9 +260,11 @@ def main() -> int:
     servers = {
         "chorus": (chorus, {"CHORUS_LOG_LEVEL": "WARNING", **model_env}),
         "chorus-nobatch": (chorus, {"CHORUS_LOG_LEVEL": "WARNING", "CHORUS_MAX_BATCH_SIZE": "1", **model_env}),
+        "chorus-bf16": (chorus, {"CHORUS_LOG_LEVEL": "WARNING", "CHORUS_DTYPE": "bf16", **model_env}),
         "naive": ([python, str(peers / "naive_server.py"), *model_args], {}),
         "litserve": ([python, str(peers / "litserve_server.py"), *model_args], {}),
     }
+    primary = {"chorus", "naive", "litserve"}
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         for system in [s for s in systems if s in servers]:
@@ -249,7 +278,8 @@ def main() -> int:
                         target,
                         system,
                         concurrencies=concurrencies,
-                        rates=[args.rate] if args.rate > 0 else [],
+                        # The quick run keeps its open-loop point for the systems it compares against.
+                        rates=[args.rate] if args.rate > 0 and (system in primary or not args.quick) else [],
                         duration_s=duration,
                         warmup_s=warmup,
                         max_requests=None,

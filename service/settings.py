@@ -37,7 +37,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     models: tuple[str, ...] = ()
     #: CHORUS_DEVICE: auto (CUDA when available), cpu, cuda, cuda:1, ...
     device: str = "auto"
-    #: CHORUS_DTYPE: fp32, or fp16/bf16 on CUDA.
+    #: CHORUS_DTYPE: fp32, or fp16/bf16 on CUDA; bf16 also on CPUs with AVX-512 BF16/AMX (VITS only).
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     #: CHORUS_SPEAKERS_DIR: SpeechT5 speaker x-vectors (*.npy, 512 floats each); the file stems are voices.
     speakers_dir: str | None = None

@@ -12,20 +12,30 @@ from inference.backends.base import SynthesisJob
 from inference.backends.cuda_memory import release_if_oversized
 from inference.errors import ModelLoadError
 
-__all__ = ["DTYPES", "batch_generator", "freeze", "run_batch", "torch_dtype"]
+__all__ = ["DTYPES", "batch_generator", "cpu_has_bf16", "freeze", "run_batch", "torch_dtype"]
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def torch_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """The torch dtype for CHORUS_DTYPE, refusing half precision off CUDA (the CPU path runs fp32)."""
+def torch_dtype(dtype: str, device: torch.device, *, cpu_bf16: bool = False) -> torch.dtype:
+    """The torch dtype for CHORUS_DTYPE. Off CUDA half precision is refused, except bf16 where the family
+    supports it (``cpu_bf16``) and the CPU computes it natively (AVX-512 BF16 / AMX)."""
     if dtype not in DTYPES:
         raise ModelLoadError(f"unsupported dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-    if dtype != "fp32" and device.type != "cuda":
-        raise ModelLoadError(f"dtype {dtype} needs a CUDA device; the CPU path runs fp32")
-    return DTYPES[dtype]
+    if dtype == "fp32" or device.type == "cuda":
+        return DTYPES[dtype]
+    if dtype == "bf16" and cpu_bf16:
+        if not cpu_has_bf16():
+            raise ModelLoadError("dtype bf16 on CPU needs AVX-512 BF16 or AMX, which this CPU lacks; use fp32")
+        return DTYPES[dtype]
+    raise ModelLoadError(f"dtype {dtype} needs a CUDA device on this model family; its CPU path runs fp32")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN computes bf16 natively on this CPU (else it would emulate it, slower than fp32)."""
+    return bool(torch._C._has_mkldnn and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def run_batch(device: torch.device, run: Callable[[Sequence[T]], list[R]], jobs: Sequence[T]) -> list[R]:

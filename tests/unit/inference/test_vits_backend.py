@@ -10,8 +10,12 @@ import pytest
 import torch
 
 from inference import InvalidTextError, UnknownVoiceError
+from inference.backends import ModelSpec, load_backend
+from inference.backends import device as device_module
 from inference.backends.base import SynthesisJob, SynthesisParams
+from inference.backends.device import cpu_has_bf16
 from inference.backends.vits import VitsBackend
+from inference.errors import ModelLoadError
 
 TEXTS = [
     "hi",
@@ -174,3 +178,37 @@ def test_the_cpu_length_grid_is_coarse_and_wastes_at_most_an_eighth(tiny_backend
     assert all(g - n <= max(15, n // 8) for n, g in enumerate(grid, start=1))
     assert grid == sorted(grid)
     assert len(set(grid)) <= 8 + 8 * 5  # 16..128 in steps of 16, then eight shapes an octave
+
+
+needs_cpu_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU computes no bf16 natively")
+
+
+@needs_cpu_bf16
+def test_bf16_on_cpu_runs_flow_and_vocoder_in_bf16_and_rows_still_batch_exactly(tiny_vits_dir: Path) -> None:
+    fp32 = load_backend(ModelSpec(model=str(tiny_vits_dir), device="cpu"))
+    bf16 = load_backend(ModelSpec(model=str(tiny_vits_dir), device="cpu", dtype="bf16"))
+    assert bf16.info.dtype == "bf16"
+    assert {p.dtype for p in bf16.model.decoder.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in bf16.model.flow.parameters()} == {torch.bfloat16}
+    # The text side (durations) stays fp32, so every row keeps its fp32 length.
+    assert {p.dtype for p in bf16.model.text_encoder.parameters()} == {torch.float32}
+
+    jobs = jobs_for(bf16, TEXTS, temperature=0.0)
+    alone = [bf16.synthesize([job])[0] for job in jobs]
+    assert_same_audio(alone, bf16.synthesize(jobs))
+    reference = [fp32.synthesize([job])[0] for job in jobs]
+    assert [len(a) for a in alone] == [len(r) for r in reference]
+    for ours, exact in zip(alone, reference, strict=True):
+        assert ours.dtype == np.float32
+        assert np.isfinite(ours).all()
+        assert not np.array_equal(ours, exact)  # really computed in bf16 ...
+        rms = float(np.sqrt(np.mean((ours - exact) ** 2)))
+        assert rms <= 0.05 * float(np.sqrt(np.mean(exact**2)))  # ... and close (41 dB SNR measured here)
+
+
+def test_half_precision_on_cpu_is_refused_with_the_reason(tiny_vits_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ModelLoadError, match="fp16 needs a CUDA device"):
+        load_backend(ModelSpec(model=str(tiny_vits_dir), device="cpu", dtype="fp16"))
+    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ModelLoadError, match="AVX-512 BF16 or AMX"):
+        load_backend(ModelSpec(model=str(tiny_vits_dir), device="cpu", dtype="bf16"))
