@@ -310,7 +310,7 @@ class SpeechT5Backend:
             mask = None if mask is None else as_2d(mask)
         hidden = voc.conv_pre(features)
         hidden = hifigan_body(voc, hidden, mask, voc.config.upsample_rates, voc.config.leaky_relu_slope)
-        out = torch.tanh(voc.conv_post(hidden))
+        out = torch.tanh_(voc.conv_post(hidden))
         return (from_2d(out) if self._vocoder_2d else out).squeeze(1)
 
     def _vocode_batch(self, mels: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -441,5 +441,5 @@ class VitsBackend:
         if speaker is not None:
             hidden = hidden + dec.cond(speaker)
         hidden = hifigan_body(dec, hidden, mask, self.config.upsample_rates, slope)
-        out = torch.tanh(dec.conv_post(hidden))
+        out = torch.tanh_(dec.conv_post(hidden))
         return from_2d(out) if self._channels_last else out
