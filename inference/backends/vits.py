@@ -29,6 +29,8 @@ from inference.backends.device import run_batch, torch_dtype
 from inference.backends.hifigan import Mask, apply_mask, as_2d, convolutions_as_2d, from_2d, hifigan_body
 from inference.backends.noise import seeded_normal
 from inference.backends.text import TextFrontend, load_frontend
+from inference.backends.vits_flow import flow_reverse
+from inference.backends.vits_text import VitsTextSide
 from inference.errors import ModelLoadError, UnknownVoiceError
 
 __all__ = ["ChorusVitsModel", "HifiGanResBlock2", "VitsBackend"]
@@ -215,6 +217,7 @@ class VitsBackend:
             model.decoder.to(self._half)
         for param in model.parameters():
             param.requires_grad_(False)
+        self._text = VitsTextSide(model)
 
     def _cpu_channels_last(self) -> None:
         """The flow and the vocoder as channels-last 2-D convolutions (see ``hifigan``): their tensors are
@@ -261,7 +264,7 @@ class VitsBackend:
 
     @torch.inference_mode()
     def _synthesize(self, jobs: Sequence[SynthesisJob]) -> list[npt.NDArray[np.float32]]:
-        model, device = self.model, self.device
+        device = self.device
         batch = len(jobs)
         lengths = [job.length for job in jobs]
         max_len = self._bucket(max(lengths))
@@ -271,8 +274,8 @@ class VitsBackend:
             ids[row, : job.length] = job.token_ids
         ids_t = torch.from_numpy(ids).to(device, non_blocking=True)
         len_t = torch.tensor(lengths, device=device)
-        in_mask_bool = torch.arange(max_len, device=device)[None, :] < len_t[:, None]
-        in_mask = in_mask_bool.to(torch.float32).unsqueeze(1)  # (B, 1, T_in)
+        in_mask = (torch.arange(max_len, device=device)[None, :] < len_t[:, None]).to(torch.float32)
+        in_mask = in_mask.unsqueeze(2)  # (B, T_in, 1): the text side runs (rows, tokens, channels)
 
         noise_scale, noise_w, length_scale = self._row_scales(jobs)
         # Rows at temperature 0 need no noise; if every row is, none is drawn at all.
@@ -281,18 +284,11 @@ class VitsBackend:
             seeds = torch.tensor([job.params.seed for job in jobs], dtype=torch.int64, device=device)
 
         speaker = self._speaker_embeddings(jobs)
-        encoded = model.text_encoder(
-            input_ids=ids_t,
-            padding_mask=in_mask.transpose(1, 2),
-            attention_mask=in_mask_bool.long(),
-            return_dict=True,
-        )
-        hidden = encoded.last_hidden_state.transpose(1, 2)
-        prior_means = encoded.prior_means.transpose(1, 2)  # (B, C, T_in)
-        prior_log_var = encoded.prior_log_variances.transpose(1, 2)
+        hidden, prior_means, prior_log_var = self._text.encode(ids_t, in_mask, padded=min(lengths) < max_len)
 
         log_duration = self._log_durations(hidden, in_mask, speaker, noise_w, seeds)
-        duration = torch.ceil(torch.exp(log_duration) * in_mask * length_scale[:, None, None]).squeeze(1)
+        in_mask_c = in_mask.transpose(1, 2)  # (B, 1, T_in)
+        duration = torch.ceil(torch.exp(log_duration) * in_mask_c * length_scale[:, None, None]).squeeze(1)
         frames_t = torch.clamp_min(duration.sum(dim=1), 1).long()
         frames = frames_t.tolist()  # the one host sync: the output size depends on predicted durations
         max_frames = self._bucket(max(frames))
@@ -304,9 +300,9 @@ class VitsBackend:
         token_index = token_index.clamp_max(max_len - 1)
         out_mask = (torch.arange(max_frames, device=device)[None, :] < frames_t[:, None]).to(torch.float32)
         out_mask = out_mask.unsqueeze(1)  # (B, 1, T_out)
-        gather_index = token_index.unsqueeze(1).expand(-1, prior_means.shape[1], -1)
-        means = torch.gather(prior_means, 2, gather_index)
-        log_var = torch.gather(prior_log_var, 2, gather_index)
+        gather_index = token_index.unsqueeze(2).expand(-1, -1, prior_means.shape[2])
+        means = torch.gather(prior_means, 1, gather_index).transpose(1, 2)  # (B, C, T_out)
+        log_var = torch.gather(prior_log_var, 1, gather_index).transpose(1, 2)
 
         latents = means
         if seeds is not None:
@@ -328,7 +324,7 @@ class VitsBackend:
             latents, out_mask_h = as_2d(latents), as_2d(out_mask_h)
             speaker_h = None if speaker_h is None else as_2d(speaker_h)
         if self.batch_decoder:
-            latents = model.flow(latents, out_mask_h, speaker_h, reverse=True) * out_mask_h
+            latents = flow_reverse(model.flow, latents, out_mask_h, speaker_h) * out_mask_h
             waves = self._decode(latents, out_mask_h, speaker_h).squeeze(1)
             waves = waves[:, : max(frames) * self.hop].float()
             flat = self._to_host(waves)
@@ -340,10 +336,9 @@ class VitsBackend:
         results = []
         for row in range(batch):
             width = self._bucket(frames[row])
-            mask = out_mask_h[row : row + 1, ..., :width]
-            g = None if speaker_h is None else speaker_h[row : row + 1]
-            single = model.flow(latents[row : row + 1, ..., :width], mask, g, reverse=True)
             end = frames[row] if width > frames[row] else None  # the padded tail is zeroed (see hifigan)
+            g = None if speaker_h is None else speaker_h[row : row + 1]
+            single = flow_reverse(model.flow, latents[row : row + 1, ..., :width], end, g)
             wave = self._decode(apply_mask(single, end), end, g)
             results.append(wave.float().reshape(-1)[: frames[row] * self.hop].cpu().numpy())
         return results
@@ -409,25 +404,20 @@ class VitsBackend:
         noise_w: torch.Tensor,
         seeds: torch.Tensor | None,
     ) -> torch.Tensor:
-        predictor: Any = self.model.duration_predictor
+        """(B, 1, T_in) log-durations from the text encoder's (B, T_in, C) hidden state; ``in_mask`` is
+        (B, T_in, 1)."""
         if not self.config.use_stochastic_duration_prediction:
-            return predictor(hidden, in_mask, speaker)  # type: ignore[no-any-return]
+            predictor: Any = self.model.duration_predictor
+            in_mask_c = in_mask.transpose(1, 2)
+            return predictor(hidden.transpose(1, 2), in_mask_c, speaker)  # type: ignore[no-any-return]
         # The stochastic predictor's reverse pass, with the noise drawn per row.
-        inputs = predictor.conv_pre(hidden)
-        if speaker is not None:
-            inputs = inputs + predictor.cond(speaker)
-        inputs = predictor.conv_dds(inputs, in_mask)
-        inputs = predictor.conv_proj(inputs) * in_mask
+        rows, tokens = hidden.shape[:2]
         if seeds is None:
-            latents = torch.zeros(hidden.shape[0], 2, hidden.shape[2], device=hidden.device)
+            latents = torch.zeros(rows, 2, tokens, device=hidden.device)
         else:
-            latents = seeded_normal(seeds, _DURATION_STREAM, 2, hidden.shape[2]) * in_mask * noise_w[:, None, None]
-        flows = list(reversed(predictor.flows))
-        flows = [*flows[:-2], flows[-1]]  # the first conv flow is unused in the reverse direction
-        for flow in flows:
-            latents = torch.flip(latents, [1])
-            latents, _ = flow(latents, in_mask, global_conditioning=inputs, reverse=True)
-        return latents[:, :1, :]
+            noise = seeded_normal(seeds, _DURATION_STREAM, 2, tokens)
+            latents = noise * in_mask.transpose(1, 2) * noise_w[:, None, None]
+        return self._text.log_durations(hidden, in_mask, speaker, latents)
 
     def _decode(self, latents: torch.Tensor, mask: Mask, speaker: torch.Tensor | None) -> torch.Tensor:
         """HiFi-GAN forward; with ``mask`` every convolution's input is zero past each row's end.
