@@ -13,9 +13,10 @@ Systems (each server alone on the machine while it is measured):
     python benchmarks/compare.py --quick            # make bench-quick: < 10 min on 2 cores → results/quick.*
     python benchmarks/compare.py --name cpu         # make bench: the full sweep → results/cpu.*
 
-Every server is started first and stays up; then the systems take turns in ``--rounds`` rounds (each
-point's duration split evenly, the starting system rotated), so slow drift of the machine's speed falls on
-every system alike instead of on whichever ran last. Rows merge a point's requests over all rounds.
+Every server is started first and stays up; then, in each of ``--rounds`` rounds (each point's duration
+split evenly, the starting system rotated), every concurrency (and open-loop rate) is measured on every
+system back to back, so the systems a ratio compares run within a minute of each other and slow drift of
+the machine's speed falls on them alike. Rows merge a point's requests over all rounds.
 
 Writes JSON, a Markdown table and PNG plots under benchmarks/results/, and prints the target ratios.
 """
@@ -343,36 +344,53 @@ def main() -> int:
         print(f"load with every server up and stopped: {idle} cores", file=sys.stderr)
         order = [s for s in systems if s in targets or s in in_process]
         slice_s = duration / rounds
+        running: list[str | None] = [None]  # the server whose process group is not stopped
+
+        def switch_to(system: str) -> None:
+            """Let ``system``'s server run (if it has one) and stop the one that ran before."""
+            group = groups.get(system)
+            previous = running[0]
+            if previous is not None and groups[previous] != group:
+                os.killpg(groups[previous], signal.SIGSTOP)
+            if group is not None:
+                os.killpg(group, signal.SIGCONT)
+            running[0] = system if group is not None else None
+
+        # Point by point: every system's slice of one concurrency (or rate) runs back to back, so the
+        # systems that a ratio compares are measured within a minute of each other.
+        points: list[tuple[str, float]] = [("closed", float(c)) for c in concurrencies]
+        points += [("open", rate) for rate in rates]
         for round_index in range(rounds):
             turn = order[round_index % len(order) :] + order[: round_index % len(order)]
             print(f"round {round_index + 1}/{rounds}: {', '.join(turn)}", file=sys.stderr)
-            for system in turn:
-                if system in groups:
-                    os.killpg(groups[system], signal.SIGCONT)
-                levels = [1] if system in ("chorus-stream", "onnxruntime") else concurrencies
-                for concurrency in levels:
-                    if system in in_process:
-                        outcomes, wall = in_process[system].run(concurrency, slice_s)
+            for mode, level in points:
+                for system in turn:
+                    if mode == "closed" and level != 1 and system in ("chorus-stream", "onnxruntime"):
+                        continue  # measured at concurrency 1 only
+                    if mode == "open" and system not in open_loop_systems:
+                        continue
+                    switch_to(system)
+                    if mode == "open":
+                        outcomes, wall = asyncio.run(
+                            open_loop(
+                                targets[system],
+                                level,
+                                duration_s=slice_s,
+                                seed=round_index,
+                                label=f"{system} {level:g} req/s",
+                            )
+                        )
+                    elif system in in_process:
+                        outcomes, wall = in_process[system].run(int(level), slice_s)
                     else:
                         outcomes, wall = asyncio.run(
                             closed_loop(
-                                targets[system], concurrency, duration_s=slice_s, label=f"{system} c={concurrency}"
+                                targets[system], int(level), duration_s=slice_s, label=f"{system} c={int(level)}"
                             )
                         )
-                    add((system, "closed", concurrency), outcomes, wall)
-                for rate in rates if system in open_loop_systems else []:
-                    outcomes, wall = asyncio.run(
-                        open_loop(
-                            targets[system],
-                            rate,
-                            duration_s=slice_s,
-                            seed=round_index,
-                            label=f"{system} {rate:g} req/s",
-                        )
-                    )
-                    add((system, "open", rate), outcomes, wall)
-                if system in groups:
-                    os.killpg(groups[system], signal.SIGSTOP)
+                    add((system, mode, level), outcomes, wall)
+        if running[0] is not None:
+            os.killpg(groups[running[0]], signal.SIGSTOP)
     rows = []
     for system in order:
         for (who, mode, level), (outcomes, wall) in measured.items():
