@@ -20,6 +20,7 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.enums import ScopeType
+from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -230,6 +231,9 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         lifespan=[_lifespan(backend)],
         middleware=[_request_id_middleware, observability_middleware],
+        # Litestar configures the root logger itself (at INFO unless told): it must get the operator's level,
+        # or CHORUS_LOG_LEVEL=WARNING would still write an access-log line per request.
+        logging_config=LoggingConfig(root={"level": settings.log_level, "handlers": ["queue_listener"]}),
         state=State({"chorus": chorus}),
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=_openapi_config(settings),

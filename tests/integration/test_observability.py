@@ -84,3 +84,21 @@ async def test_one_json_line_per_request_without_text_or_key(
     assert SECRET_TEXT not in everything
     assert KEY not in everything
     assert "wrong-key" not in everything
+
+
+async def test_log_level_setting_reaches_the_access_log(tiny_backend: Any) -> None:
+    """CHORUS_LOG_LEVEL=WARNING silences the per-request access log (Litestar configures the root logger)."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        app = create_app(Settings(log_level="WARNING"), backend=tiny_backend)
+        async with AsyncTestClient(app) as quiet:
+            await ping_after_loading(quiet)
+            assert not logging.getLogger("chorus.access").isEnabledFor(logging.INFO)
+        app = create_app(Settings(log_level="INFO"), backend=tiny_backend)
+        async with AsyncTestClient(app) as chatty:
+            await ping_after_loading(chatty)
+            assert logging.getLogger("chorus.access").isEnabledFor(logging.INFO)
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
