@@ -13,10 +13,12 @@ Systems (each server alone on the machine while it is measured):
     python benchmarks/compare.py --quick            # make bench-quick: < 10 min on 2 cores → results/quick.*
     python benchmarks/compare.py --name cpu         # make bench: the full sweep → results/cpu.*
 
-Every server is started first and stays up; then, in each of ``--rounds`` rounds (each point's duration
-split evenly, the starting system rotated), every concurrency (and open-loop rate) is measured on every
-system back to back, so the systems a ratio compares run within a minute of each other and slow drift of
-the machine's speed falls on them alike. Rows merge a point's requests over all rounds.
+Every system is started first and stays up, each in a process of its own (raw and onnxruntime in worker
+processes of this script), and waits stopped (SIGSTOP) while another is measured. Then, in each of
+``--rounds`` rounds (each point's duration split evenly), every concurrency (and open-loop rate) is measured
+on every system back to back, in an order shuffled per point and round (seeded), so the systems a ratio
+compares run within a minute of each other, slow drift of the machine's speed falls on them alike, and no
+system always follows the same one. Rows merge a point's requests over all rounds.
 
 Writes JSON, a Markdown table and PNG plots under benchmarks/results/, and prints the target ratios.
 """
@@ -26,6 +28,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import pickle
+import random
 import signal
 import subprocess
 import sys
@@ -179,6 +183,75 @@ class OnnxVoice:
         return outcomes, time.perf_counter() - t0
 
 
+IN_PROCESS = ("raw", "onnxruntime")
+
+
+class Worker:
+    """An in-process system (raw, onnxruntime) in a worker process of its own: it waits stopped like the
+    servers while another system is measured, and neither its thread pools (onnxruntime's spin) nor its
+    memory share a process with the load generator or with each other."""
+
+    def __init__(self, system: str, model: str | None, log: Path) -> None:
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", system]
+        command += ["--model", model] if model else []
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=out, start_new_session=True
+            )
+        self.pid = self.process.pid
+        self.log = log
+        status, detail = self._receive()
+        if status != "ready":
+            self.close()
+            raise ImportError(detail)
+
+    def _receive(self) -> Any:
+        assert self.process.stdout is not None
+        try:
+            return pickle.load(self.process.stdout)  # noqa: S301 (our own worker process)
+        except EOFError:
+            raise RuntimeError(f"worker exited:\n{self.log.read_text()[-3000:]}") from None
+
+    def run(self, concurrency: int, duration_s: float) -> tuple[list[Outcome], float]:
+        assert self.process.stdin is not None
+        pickle.dump((concurrency, duration_s), self.process.stdin)
+        self.process.stdin.flush()
+        outcomes, wall = self._receive()
+        return outcomes, wall
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.pid, signal.SIGCONT)
+            if self.process.stdin is not None:
+                self.process.stdin.close()  # end of input: the worker returns
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def worker(system: str, model: str | None) -> int:
+    """``--worker``: build ``system``, then run what the driver sends (pickled) until its input ends."""
+    channel = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything else printed goes to the log, never into the channel
+    try:
+        runner: RawBackend | OnnxVoice = RawBackend(model, max_batch=16) if system == "raw" else OnnxVoice()
+    except ImportError as error:
+        pickle.dump(("unavailable", str(error)), channel)
+        channel.flush()
+        return 0
+    pickle.dump(("ready", None), channel)
+    channel.flush()
+    while True:
+        try:
+            concurrency, duration_s = pickle.load(sys.stdin.buffer)  # noqa: S301 (our own driver)
+        except EOFError:
+            return 0
+        pickle.dump(runner.run(concurrency, duration_s), channel)
+        channel.flush()
+
+
 def idle_cpu_load(seconds: float = 3.0) -> float:
     """Cores kept busy while nothing is measured, from /proc/stat."""
 
@@ -268,7 +341,10 @@ def main() -> int:
     parser.add_argument(
         "--systems", default="chorus,chorus-nobatch,chorus-bf16,naive,litserve,chorus-stream,raw,onnxruntime"
     )
+    parser.add_argument("--worker", choices=IN_PROCESS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker, args.model)
     concurrencies = [int(c) for c in (args.concurrency or ("1,4,16" if args.quick else "1,2,4,8,16,32")).split(",")]
     duration = args.duration or (15.0 if args.quick else 30.0)
     rounds = max(1, args.rounds)
@@ -332,14 +408,16 @@ def main() -> int:
         if "chorus-stream" in systems and "chorus" in targets:
             targets["chorus-stream"] = Target(url=targets["chorus"].url, stream=True)
             groups["chorus-stream"] = groups["chorus"]
-        in_process: dict[str, Any] = {}
-        if "raw" in systems:
-            in_process["raw"] = RawBackend(args.model, max_batch=16)
-        if "onnxruntime" in systems:
+        in_process: dict[str, Worker] = {}
+        for system in [s for s in systems if s in IN_PROCESS]:
             try:
-                in_process["onnxruntime"] = OnnxVoice()
+                in_process[system] = Worker(system, args.model, Path(tmp) / f"{system}.log")
             except ImportError:
-                print("onnxruntime skipped: peers not installed (make peers)", file=sys.stderr)
+                print(f"{system} skipped: peers not installed (make peers)", file=sys.stderr)
+                continue
+            stack.callback(in_process[system].close)
+            groups[system] = in_process[system].pid
+            os.killpg(groups[system], signal.SIGSTOP)
         idle = idle_cpu_load()
         print(f"load with every server up and stopped: {idle} cores", file=sys.stderr)
         order = [s for s in systems if s in targets or s in in_process]
@@ -347,23 +425,23 @@ def main() -> int:
         running: list[str | None] = [None]  # the server whose process group is not stopped
 
         def switch_to(system: str) -> None:
-            """Let ``system``'s server run (if it has one) and stop the one that ran before."""
-            group = groups.get(system)
+            """Let ``system``'s process run and stop the one that ran before."""
+            group = groups[system]
             previous = running[0]
             if previous is not None and groups[previous] != group:
                 os.killpg(groups[previous], signal.SIGSTOP)
-            if group is not None:
-                os.killpg(group, signal.SIGCONT)
-            running[0] = system if group is not None else None
+            os.killpg(group, signal.SIGCONT)
+            running[0] = system
 
         # Point by point: every system's slice of one concurrency (or rate) runs back to back, so the
         # systems that a ratio compares are measured within a minute of each other.
         points: list[tuple[str, float]] = [("closed", float(c)) for c in concurrencies]
         points += [("open", rate) for rate in rates]
+        shuffler = random.Random(0)
         for round_index in range(rounds):
-            turn = order[round_index % len(order) :] + order[: round_index % len(order)]
-            print(f"round {round_index + 1}/{rounds}: {', '.join(turn)}", file=sys.stderr)
+            print(f"round {round_index + 1}/{rounds}", file=sys.stderr)
             for mode, level in points:
+                turn = shuffler.sample(order, len(order))
                 for system in turn:
                     if mode == "closed" and level != 1 and system in ("chorus-stream", "onnxruntime"):
                         continue  # measured at concurrency 1 only
