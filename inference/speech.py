@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -43,6 +44,8 @@ class SpeechResult:
     batch_size: int
     queue_s: float
     inference_s: float
+    #: Characters of the text the model cannot say (``Backend.unsayable``), found while preparing.
+    unsaid: str = ""
 
     @property
     def samples(self) -> int:
@@ -104,10 +107,16 @@ class SpeechPipeline:
     async def synthesize(self, text: str, params: SynthesisParams, language: str) -> SpeechResult:
         """All chunks of a request, admitted together (or refused together with ``QueueFullError``)."""
         deadline = time.monotonic() + self.request_timeout_s
-        per_sentence = await anyio.to_thread.run_sync(self.prepare, text, params, language)
+        # One trip to a worker thread for both (each trip costs the event loop two wake-ups).
+        unsaid, per_sentence = await anyio.to_thread.run_sync(self._unsaid_and_prepare, text, params, language)
         jobs = [job for group in per_sentence for job in group]
         done = await self.batcher.run(jobs, deadline=deadline)
-        return _result(done, self.backend.info.sample_rate_hz)
+        return replace(_result(done, self.backend.info.sample_rate_hz), unsaid=unsaid)
+
+    def _unsaid_and_prepare(
+        self, text: str, params: SynthesisParams, language: str
+    ) -> tuple[str, list[list[SynthesisJob]]]:
+        return self.backend.unsayable(text), self.prepare(text, params, language)
 
     # ------------------------------------------------------------------ streams
 
@@ -177,11 +186,19 @@ def soften_edges(audio: npt.NDArray[np.float32], rate_hz: int, fade_s: float = 0
     n = min(int(rate_hz * fade_s), len(audio) // 2)
     if n < 2:
         return audio
-    ramp = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n, dtype=np.float32))).astype(np.float32)
+    ramp = _ramp(n)
     out = audio.copy()
     out[:n] *= ramp
     out[-n:] *= ramp[::-1]
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _ramp(n: int) -> npt.NDArray[np.float32]:
+    """The raised-cosine fade of ``n`` samples (read-only: shared by every call)."""
+    ramp = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n, dtype=np.float32))).astype(np.float32)
+    ramp.flags.writeable = False
+    return ramp
 
 
 def _result(done: Sequence[Completed[npt.NDArray[np.float32]]], rate_hz: int) -> SpeechResult:
