@@ -112,7 +112,7 @@ async def unless_disconnected(request: Request[Any, Any, Any], work: Coroutine[A
     try:
         await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        watcher.cancel()
+        watcher.cancel()  # (also marks a failed watch as retrieved: it is not logged)
         if not task.done():
             task.cancel()  # the client left (or this handler was cancelled): the work is for nobody
             with contextlib.suppress(BaseException):
