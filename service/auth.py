@@ -22,8 +22,12 @@ def key_matches(supplied: str, keys: tuple[str, ...]) -> bool:
     return found
 
 
-def require_api_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
-    """Refuse with 401 unless ``X-API-Key`` is one of the configured keys (when any are configured)."""
+async def require_api_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    """Refuse with 401 unless ``X-API-Key`` is one of the configured keys (when any are configured).
+
+    A coroutine function although it never awaits: Litestar runs a plain-function guard in a thread pool,
+    a round trip through another thread on every request (``/ping`` included) for a few comparisons.
+    """
     if not handler.opt.get("auth", True):
         return
     keys: tuple[str, ...] = connection.app.state.chorus.settings.api_keys

@@ -128,7 +128,7 @@ def observability_middleware(app: ASGIApp) -> ASGIApp:
                     metrics.queue.observe(facts["queue_ms"] / 1000)
                 if "audio_s" in facts:
                     metrics.audio.inc(facts["audio_s"])
-            if route != "/ping" and route != "/metrics":
+            if route != "/ping" and route != "/metrics" and access_log.isEnabledFor(logging.INFO):
                 record = {
                     "request_id": state.get("request_id"),
                     "route": route,
