@@ -1,25 +1,31 @@
 """An async HTTP load generator for speech endpoints: closed loop at a concurrency, open loop at a rate.
 
 Every request posts one text of the fixed sentence set (``{"text", "seed"}``, or OpenAI's body on
-``/v1/audio/speech``) and records its status, latency, time to first body byte, audio seconds (from
+``/v1/audio/speech``) and records its status, latency, time to the first audio byte (the first body
+byte past a WAV header: a streamed WAV's header goes out before any synthesis), audio seconds (from
 ``X-Audio-Duration-S``, else from the WAV itself, so servers other than Chorus can be measured) and
-``X-Batch-Size``. A run's summary is one row of the results table.
+``X-Batch-Size``. A run's summary is one row of the results table (``ttfb_*`` keep the usual name).
+Requests go through ``service.bench.client``, a lean HTTP/1.1 client, so that the load generator costs
+little of the machine it often shares with the server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import random
 import struct
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import numpy as np
 
+from service.bench.client import Connections, HTTPError
 from service.bench.sentences import SENTENCES
 
 __all__ = ["Outcome", "Target", "closed_loop", "open_loop", "summarize", "wav_seconds"]
@@ -66,7 +72,7 @@ class Outcome:
     started_s: float
     status: int
     latency_s: float
-    ttfb_s: float | None
+    ttfb_s: float | None  # to the first audio byte (past a WAV header)
     audio_s: float = 0.0
     batch_size: int | None = None
     chars: int = 0
@@ -88,28 +94,21 @@ def wav_seconds(body: bytes) -> float:
     return 0.0
 
 
-async def _request(client: httpx.AsyncClient, target: Target, index: int, started: float) -> Outcome:
+async def _request(client: Connections, target: Target, index: int, started: float) -> Outcome:
     t0 = time.perf_counter()
     body = target.body(index)
     chars = len(body.get("text") or body.get("input") or "")
-    ttfb = None
     try:
-        async with client.stream("POST", target.url + target.route, json=body, headers=target.headers()) as response:
-            chunks = []
-            async for chunk in response.aiter_raw():
-                if ttfb is None and chunk:
-                    ttfb = time.perf_counter() - t0
-                chunks.append(chunk)
-            data = b"".join(chunks)
-            latency = time.perf_counter() - t0
-            if response.status_code != 200:
-                return Outcome(t0 - started, response.status_code, latency, ttfb, chars=chars)
-            header = response.headers.get("x-audio-duration-s")
-            audio = float(header) if header else wav_seconds(data)
-            batch = response.headers.get("x-batch-size")
-            return Outcome(t0 - started, 200, latency, ttfb, audio, int(batch) if batch else None, chars)
-    except httpx.HTTPError:
-        return Outcome(t0 - started, 0, time.perf_counter() - t0, ttfb, chars=chars)  # status 0: no answer
+        reply = await client.request("POST", target.route, json.dumps(body).encode(), target.headers())
+    except HTTPError:
+        return Outcome(t0 - started, 0, time.perf_counter() - t0, None, chars=chars)  # status 0: no answer
+    latency = time.perf_counter() - t0
+    if reply.status != 200:
+        return Outcome(t0 - started, reply.status, latency, reply.first_audio_s, chars=chars)
+    header = reply.headers.get("x-audio-duration-s")
+    audio = float(header) if header else wav_seconds(reply.body)
+    batch = reply.headers.get("x-batch-size")
+    return Outcome(t0 - started, 200, latency, reply.first_audio_s, audio, int(batch) if batch else None, chars)
 
 
 class _Progress:
@@ -143,9 +142,13 @@ class _Progress:
         )
 
 
-def _client(target: Target, connections: int) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(timeout=target.timeout_s, limits=limits)
+@contextlib.asynccontextmanager
+async def _client(target: Target, connections: int) -> AsyncIterator[Connections]:
+    client = Connections(target.url, limit=connections, timeout_s=target.timeout_s)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 async def closed_loop(
