@@ -335,7 +335,7 @@ def main() -> int:
     parser.add_argument("--name", default=None, help="results file stem (default quick or cpu/gpu)")
     parser.add_argument("--model", default=os.environ.get("CHORUS_MODEL"), help="default: the embedded voice")
     parser.add_argument("--concurrency", default=None, help="comma-separated (default 1,4,16 quick; 1,2,4,8,16,32)")
-    parser.add_argument("--duration", type=float, default=None, help="seconds per point (default 15 quick; 30)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per point (default 12 quick; 30)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds the duration is split into")
     parser.add_argument("--rate", type=float, default=2.0, help="open-loop arrivals per second (0: none)")
     parser.add_argument(
@@ -346,7 +346,7 @@ def main() -> int:
     if args.worker:
         return worker(args.worker, args.model)
     concurrencies = [int(c) for c in (args.concurrency or ("1,4,16" if args.quick else "1,2,4,8,16,32")).split(",")]
-    duration = args.duration or (15.0 if args.quick else 30.0)
+    duration = args.duration or (12.0 if args.quick else 30.0)  # quick: < 10 min even when the VM is slow
     rounds = max(1, args.rounds)
     warmup = 3.0 if args.quick else 8.0
     info = machine()
