@@ -13,7 +13,7 @@ _UNKNOWN_SIZE = 0xFFFFFFFF
 def float_to_pcm16(audio: npt.NDArray[np.floating]) -> bytes:
     """Convert float samples in [-1, 1] (clipped) to little-endian signed 16-bit PCM bytes."""
     # One float32 buffer, worked on in place (np.nan_to_num and a chain of copies cost 1.5x as much).
-    scaled = np.multiply(audio, 32767.0, dtype=np.float32)
+    scaled: npt.NDArray[np.float32] = np.multiply(audio, 32767.0, dtype=np.float32)
     np.clip(scaled, -32767.0, 32767.0, out=scaled)  # also +-inf
     np.rint(scaled, out=scaled)
     np.copyto(scaled, 0.0, where=np.isnan(scaled))  # NaN (a diverged model) becomes silence, not full scale
