@@ -13,8 +13,14 @@ _UNKNOWN_SIZE = 0xFFFFFFFF
 def float_to_pcm16(audio: npt.NDArray[np.floating]) -> bytes:
     """Convert float samples in [-1, 1] (clipped) to little-endian signed 16-bit PCM bytes."""
     # One float32 buffer, worked on in place (np.nan_to_num and a chain of copies cost 1.5x as much).
-    scaled: npt.NDArray[np.float32] = np.multiply(audio, 32767.0, dtype=np.float32)
-    np.clip(scaled, -32767.0, 32767.0, out=scaled)  # also +-inf
+    # Clipped first (+-inf too, and in the input's own precision: a float64 1e300 would overflow a float32).
+    audio = np.asarray(audio)
+    scaled: npt.NDArray[np.float32] = (
+        np.clip(audio, -1.0, 1.0, dtype=np.float32)
+        if audio.dtype == np.float32
+        else np.clip(audio, -1.0, 1.0).astype(np.float32)
+    )
+    np.multiply(scaled, 32767.0, out=scaled)
     np.rint(scaled, out=scaled)
     np.copyto(scaled, 0.0, where=np.isnan(scaled))  # NaN (a diverged model) becomes silence, not full scale
     return scaled.astype("<i2").tobytes()
