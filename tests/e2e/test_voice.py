@@ -344,7 +344,11 @@ def test_clients_that_disconnect_while_queued_are_never_synthesized(voice_server
         ).read()
     )
     long_request.start()
-    time.sleep(1.0)  # the long request is in the worker
+    # Wait until its sentences are queued behind the first batch (preparing 112 sentences took over a second
+    # once in CI; the short requests then got to the idle worker first and were synthesized).
+    deadline = time.monotonic() + 60
+    while not _stats(voice_server)["queue_depth"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     sockets = []
     for i in range(10):
         body = json.dumps({"text": f"Nobody will hear sentence number {i}."}).encode()
@@ -355,7 +359,7 @@ def test_clients_that_disconnect_while_queued_are_never_synthesized(voice_server
             + body
         )
         sockets.append(sock)
-    time.sleep(0.5)  # queued behind the long batch
+    time.sleep(1.0)  # queued behind the long request's sentences
     for sock in sockets:
         sock.close()  # the clients give up
     long_request.join(300)
