@@ -29,6 +29,8 @@ __all__ = ["SpeechPipeline", "SpeechResult"]
 
 _MAX_SEED = 2**63 - 1
 _GOLDEN = 0x9E3779B97F4A7C15
+#: A request alone on the pipeline with at most this much text is prepared on the event loop.
+_INLINE_PREPARE_CHARS = 400
 
 
 def job_seed(seed: int, index: int) -> int:
@@ -76,6 +78,8 @@ class SpeechPipeline:
         self.request_timeout_s = request_timeout_s
         #: Stamped on every job, so that a batcher shared by several models knows whose job it is.
         self.model_key = model_key
+        #: Whole requests between arrival and result (event loop only).
+        self._requests = 0
 
     # ------------------------------------------------------------------ preparation
 
@@ -107,10 +111,18 @@ class SpeechPipeline:
     async def synthesize(self, text: str, params: SynthesisParams, language: str) -> SpeechResult:
         """All chunks of a request, admitted together (or refused together with ``QueueFullError``)."""
         deadline = time.monotonic() + self.request_timeout_s
-        # One trip to a worker thread for both (each trip costs the event loop two wake-ups).
-        unsaid, per_sentence = await anyio.to_thread.run_sync(self._unsaid_and_prepare, text, params, language)
-        jobs = [job for group in per_sentence for job in group]
-        done = await self.batcher.run(jobs, deadline=deadline)
+        self._requests += 1
+        try:
+            if self._requests == 1 and len(text) <= _INLINE_PREPARE_CHARS:
+                # Alone: prepared right here, no trip to a thread and back (two wake-ups of the loop).
+                unsaid, per_sentence = self._unsaid_and_prepare(text, params, language)
+            else:
+                # Busy: in a worker thread, where the phonemizer's C code runs beside the loop.
+                unsaid, per_sentence = await anyio.to_thread.run_sync(self._unsaid_and_prepare, text, params, language)
+            jobs = [job for group in per_sentence for job in group]
+            done = await self.batcher.run(jobs, deadline=deadline)
+        finally:
+            self._requests -= 1
         return replace(_result(done, self.backend.info.sample_rate_hz), unsaid=unsaid)
 
     def _unsaid_and_prepare(

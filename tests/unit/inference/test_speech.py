@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -74,3 +75,29 @@ async def test_a_stream_closed_early_drops_its_remaining_sentences(pipeline: tup
     assert sum(sizes) == run_at_close  # nothing more is synthesized for a stream nobody reads
     assert run_at_close <= 1 + speech.stream_window
     assert speech.batcher.jobs_dropped_abandoned >= 1
+
+
+async def test_a_lone_request_is_prepared_on_the_loop_and_concurrent_ones_in_threads(
+    pipeline: tuple[SpeechPipeline, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    speech, _ = pipeline
+    threads: list[int] = []
+    prepare = speech.prepare
+
+    def recording_prepare(text: str, params: SynthesisParams, language: str) -> list[list[SynthesisJob]]:
+        threads.append(threading.get_ident())
+        return prepare(text, params, language)
+
+    monkeypatch.setattr(speech, "prepare", recording_prepare)
+    loop_thread = threading.get_ident()
+    alone = await speech.synthesize("Hello there.", SynthesisParams(seed=1), "en")
+    assert threads == [loop_thread]  # no trip to a thread and back for a request alone
+    params = SynthesisParams(seed=1)
+    together = await asyncio.gather(*(speech.synthesize("Hello there.", params, "en") for _ in range(3)))
+    assert threads[0] == loop_thread
+    assert threads[1] == loop_thread  # the first of the three found the pipeline idle
+    assert all(t != loop_thread for t in threads[2:])  # the others, while it waited, went to threads
+    assert len(threads) == 4
+    for result in together:  # same text and seed: the same audio whichever way it was prepared
+        np.testing.assert_array_equal(np.concatenate(result.chunks), np.concatenate(alone.chunks))
+    assert speech._requests == 0
