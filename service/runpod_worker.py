@@ -35,7 +35,7 @@ from litestar.exceptions import HTTPException
 from inference.audio.formats import StreamEncoder, encode_audio
 from inference.backends.base import Backend
 from inference.errors import InferenceError, QueueFullError
-from service.engine import bring_up
+from service.engine import GPU_MAX_BATCH, bring_up
 from service.schemas import GenerateRequest
 from service.settings import Settings
 from service.state import Phase, ServiceState
@@ -160,7 +160,8 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
 
 def concurrency(settings: Settings) -> Callable[[int], int]:
     """How many jobs the SDK may hand this worker at once: enough to fill batches, bounded by the queue."""
-    limit = settings.runpod_concurrency or max(1, min(settings.max_queue, 2 * settings.max_batch_size))
+    batch = settings.max_batch_size or GPU_MAX_BATCH  # (the CPU cap is smaller: more jobs than it, not fewer)
+    limit = settings.runpod_concurrency or max(1, min(settings.max_queue, 2 * batch))
 
     def modifier(current: int) -> int:
         return limit
