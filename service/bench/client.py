@@ -167,22 +167,11 @@ class Connections:
                     while await reader.readuntil(b"\r\n") != b"\r\n":
                         pass  # trailers
                     break
-                while size > 0:
-                    data = await reader.read(min(size, _READ))
-                    if not data:
-                        raise EOFError("the connection closed inside a chunk")
-                    body.add(data)
-                    size -= len(data)
+                await body.read(reader, size)
                 if await reader.readexactly(2) != b"\r\n":
                     raise ValueError("a chunk does not end with CRLF")
         elif "content-length" in headers:
-            remaining = int(headers["content-length"])
-            while remaining > 0:
-                data = await reader.read(min(remaining, _READ))
-                if not data:
-                    raise EOFError("the connection closed before the whole body came")
-                body.add(data)
-                remaining -= len(data)
+            await body.read(reader, int(headers["content-length"]))
         else:
             keep = False  # the body ends when the connection does
             while data := await reader.read(_READ):
@@ -215,6 +204,15 @@ class _Body:
                 self._audio_at = 0  # no data chunk in the first 4 KiB: not a WAV we can read, count any byte
         if self._audio_at is not None and self.size > self._audio_at:
             self.first_audio_s = self.clock() - self.t0
+
+    async def read(self, reader: asyncio.StreamReader, size: int) -> None:
+        """Read exactly ``size`` bytes (a chunk or a ``Content-Length`` body) as they arrive."""
+        while size > 0:
+            data = await reader.read(min(size, _READ))
+            if not data:
+                raise EOFError("the connection closed before the whole body came")
+            self.add(data)
+            size -= len(data)
 
     def join(self) -> bytes:
         return b"".join(self.parts)
