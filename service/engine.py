@@ -44,7 +44,8 @@ def _model_spec(settings: Settings, model: str | None, languages: tuple[str, ...
 RUNPOD_HF_CACHE = Path("/runpod-volume/huggingface-cache/hub")
 
 #: The batch cap when CHORUS_MAX_BATCH_SIZE is unset. On 2 CPU cores, closed-loop A/Bs through the service
-#: (c=16, 5 rounds) had a cap of 4 1.04x a cap of 16 and no batching 1.02x; at c=4 no batching 0.97x.
+#: (c=16, 5-6 rounds) had a cap of 4 at 1.04x a cap of 16, no batching at 1.02-1.03x;
+#: at c=4 no batching 0.97x.
 GPU_MAX_BATCH, CPU_MAX_BATCH = 16, 4
 
 

@@ -160,7 +160,7 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
 
 def concurrency(settings: Settings) -> Callable[[int], int]:
     """How many jobs the SDK may hand this worker at once: enough to fill batches, bounded by the queue."""
-    batch = settings.max_batch_size or GPU_MAX_BATCH  # (the CPU cap is smaller: more jobs than it, not fewer)
+    batch = settings.max_batch_size or GPU_MAX_BATCH  # unset: 32 jobs, over twice even the CPU cap
     limit = settings.runpod_concurrency or max(1, min(settings.max_queue, 2 * batch))
 
     def modifier(current: int) -> int:
