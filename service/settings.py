@@ -80,7 +80,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cors_origins: tuple[str, ...] = ()
     #: CHORUS_METRICS: GET /metrics under the API key rule ("auth") or without it ("public").
     metrics: Literal["auth", "public"] = "auth"
-    #: CHORUS_RUNPOD_CONCURRENCY: jobs a queue-mode worker holds at once (unset: 2 x CHORUS_MAX_BATCH_SIZE, 32 when that is unset).
+    #: CHORUS_RUNPOD_CONCURRENCY: jobs a queue-mode worker holds at once (unset: 2 x CHORUS_MAX_BATCH_SIZE,
+    #: 32 when that is unset).
     runpod_concurrency: Positive | None = None
     #: CHORUS_PLAYGROUND: the web playground at / and /playground (0 turns it off).
     playground: bool = True
