@@ -3,7 +3,8 @@
     python benchmarks/peers/litserve_server.py --port 8002 [--max-batch-size 16] [--batch-timeout 0.01]
 
 Serves ``POST /generate`` (``{"text"}`` → WAV) and LitServe's ``GET /health``; ``/ping`` is added for
-the harness's readiness check.
+the harness's readiness check. The model runs where the naive peer's does (CUDA when present,
+``common.device()``), and LitServe is told that accelerator.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import litserve as ls
 from fastapi import Response
 
-from benchmarks.peers.common import load_model, synthesize_batch, token_ids, wav
+from benchmarks.peers.common import device, load_model, synthesize_batch, token_ids, wav
 
 
 class VitsAPI(ls.LitAPI):  # type: ignore[misc]
@@ -55,5 +56,5 @@ if __name__ == "__main__":
     args = parser.parse_args()
     api = VitsAPI(args.model, max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout,
                   api_path="/generate")  # fmt: skip
-    server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=1, healthcheck_path="/ping")
+    server = ls.LitServer(api, accelerator=device().type, devices=1, workers_per_device=1, healthcheck_path="/ping")
     server.run(port=args.port, host="127.0.0.1", generate_client_file=False, log_level="warning")
