@@ -191,8 +191,8 @@ class Worker:
     servers while another system is measured, and neither its thread pools (onnxruntime's spin) nor its
     memory share a process with the load generator or with each other."""
 
-    def __init__(self, system: str, model: str | None, log: Path) -> None:
-        command = [sys.executable, str(Path(__file__).resolve()), "--worker", system]
+    def __init__(self, system: str, model: str | None, log: Path, max_batch: int) -> None:
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", system, "--raw-max-batch", str(max_batch)]
         command += ["--model", model] if model else []
         with log.open("wb") as out:
             self.process = subprocess.Popen(
@@ -231,12 +231,12 @@ class Worker:
                 self.process.wait()
 
 
-def worker(system: str, model: str | None) -> int:
+def worker(system: str, model: str | None, max_batch: int) -> int:
     """``--worker``: build ``system``, then run what the driver sends (pickled) until its input ends."""
     channel = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything else printed goes to the log, never into the channel
     try:
-        runner: RawBackend | OnnxVoice = RawBackend(model, max_batch=16) if system == "raw" else OnnxVoice()
+        runner: RawBackend | OnnxVoice = RawBackend(model, max_batch) if system == "raw" else OnnxVoice()
     except ImportError as error:
         pickle.dump(("unavailable", str(error)), channel)
         channel.flush()
@@ -313,6 +313,20 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
                     row["throughput_audio_s_per_s"] / other["throughput_audio_s_per_s"], 2
                 )
     out["chorus_throughput_vs_peer_by_concurrency"] = per_level
+    # The other chorus configurations (bf16, --variant servers) against the peers, where they ran.
+    others: dict[str, dict[str, dict[str, float]]] = {}
+    for row in rows:
+        system = row["system"]
+        if not system.startswith("chorus-") or system in ("chorus-nobatch", "chorus-stream") or row["mode"] != "closed":
+            continue
+        for peer in ("naive", "litserve"):
+            other = at(peer, row["concurrency"])
+            if other and other["throughput_audio_s_per_s"]:
+                others.setdefault(system, {}).setdefault(peer, {})[str(row["concurrency"])] = round(
+                    row["throughput_audio_s_per_s"] / other["throughput_audio_s_per_s"], 2
+                )
+    if others:
+        out["other_chorus_throughput_vs_peer_by_concurrency"] = others
     bf16_gain = {}
     for row in rows:
         if row["system"] == "chorus-bf16" and row["mode"] == "closed":
@@ -341,10 +355,19 @@ def main() -> int:
     parser.add_argument(
         "--systems", default="chorus,chorus-nobatch,chorus-bf16,naive,litserve,chorus-stream,raw,onnxruntime"
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:K=V[,K=V]",
+        help="one more chorus server with these settings, e.g. chorus-b64:CHORUS_MAX_BATCH_SIZE=64 (repeatable)",
+    )
+    parser.add_argument("--raw-max-batch", type=int, default=16, help="most rows per raw backend call")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON, table and plots go")
     parser.add_argument("--worker", choices=IN_PROCESS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.worker, args.model)
+        return worker(args.worker, args.model, args.raw_max_batch)
     concurrencies = [int(c) for c in (args.concurrency or ("1,4,16" if args.quick else "1,2,4,8,16,32")).split(",")]
     duration = args.duration or (12.0 if args.quick else 30.0)  # quick: < 10 min even when the VM is slow
     rounds = max(1, args.rounds)
@@ -361,7 +384,8 @@ def main() -> int:
     model_env = {"CHORUS_MODEL": args.model} if args.model else {}
     model_args = ["--model", args.model] if args.model else []
     python = sys.executable
-    chorus = [str(Path(python).with_name("chorus")), "serve"]
+    script = Path(python).with_name("chorus")  # the console script; absent where Chorus is not pip-installed
+    chorus = [str(script), "serve"] if script.exists() else [python, "-m", "service.cli", "serve"]
     peers = ROOT / "benchmarks" / "peers"
     servers = {
         "chorus": (chorus, {"CHORUS_LOG_LEVEL": "WARNING", **model_env}),
@@ -370,6 +394,11 @@ def main() -> int:
         "naive": ([python, str(peers / "naive_server.py"), *model_args], {}),
         "litserve": ([python, str(peers / "litserve_server.py"), *model_args], {}),
     }
+    for variant in args.variant:
+        label, _, settings = variant.partition(":")
+        env = dict(item.split("=", 1) for item in settings.split(",") if item)
+        servers[label] = (chorus, {"CHORUS_LOG_LEVEL": "WARNING", **model_env, **env})
+        systems.append(label)
     # The quick run keeps its open-loop point for the systems the others are compared against.
     open_loop_systems = {"chorus", "naive", "litserve"} if args.quick else set(servers)
     rates = [args.rate] if args.rate > 0 else []
@@ -411,7 +440,7 @@ def main() -> int:
         in_process: dict[str, Worker] = {}
         for system in [s for s in systems if s in IN_PROCESS]:
             try:
-                in_process[system] = Worker(system, args.model, Path(tmp) / f"{system}.log")
+                in_process[system] = Worker(system, args.model, Path(tmp) / f"{system}.log", args.raw_max_batch)
             except ImportError:
                 print(f"{system} skipped: peers not installed (make peers)", file=sys.stderr)
                 continue
@@ -493,6 +522,8 @@ def main() -> int:
             "rounds": rounds,
             "warmup_s": warmup,
             "open_loop_rate_rps": args.rate,
+            "raw_max_batch": args.raw_max_batch,
+            "variants": args.variant,
         },
         "idle_load_cores": idle,
         "elapsed_s": round(time.monotonic() - started, 1),
@@ -502,8 +533,8 @@ def main() -> int:
     print(markdown_table(rows))
     for key, value in document["ratios"].items():
         print(f"{key}: {value}")
-    for path in write_results(RESULTS / f"{name}.json", document):
-        print(f"wrote {path.relative_to(ROOT)}")
+    for path in write_results(args.results_dir / f"{name}.json", document):
+        print(f"wrote {path}")
     return 0
 
 

@@ -3,16 +3,28 @@
 # Here:  python benchmarks/prepare_gpu_bundle.py      (builds .gpu/ and .whl/, both git-ignored)
 # There: bash benchmarks/gpu_check.sh [gpu_bench.py options]   (carry .gpu and .whl)
 # Prints exactness, raw backend throughput by batch size and precision, and the HTTP service under load.
+#   --compare [compare.py options]: Chorus beside raw, naive FastAPI and LitServe on the GPU (~6 minutes),
+#       writing gpu.json, gpu.md and the plots into $OUT (commit them under benchmarks/results/).
+#   --families [gpu_families.py options]: every served family at full size.   --diag: gpu_diag.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+SITE="${CHORUS_BUNDLE_SITE:-/tmp/site}"  # where the carried wheels are installed
 if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || exit 1
+  export PYTHONPATH="$SITE:${PYTHONPATH:-}"
 fi
 # .gpu/piper holds espeak's bridge as a plain folder, found as the namespace package "piper".
 export PYTHONPATH="$PWD:$PWD/.gpu:${PYTHONPATH:-}"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null || true
 if [ "${1:-}" = "--diag" ]; then shift; python3 benchmarks/gpu_diag.py "$@"; exit; fi
+if [ "${1:-}" = "--compare" ]; then
+  shift
+  python3 benchmarks/compare.py --name gpu --model "$PWD/.gpu/voice" --results-dir "${OUT:-/tmp}" \
+    --systems raw,chorus,chorus-bf16,naive,litserve,chorus-stream \
+    --variant chorus-bf16-b64:CHORUS_DTYPE=bf16,CHORUS_MAX_BATCH_SIZE=64 \
+    --concurrency 1,8,32,64 --duration 8 --rounds 2 --rate 0 "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_compare.log"
+  exit
+fi
 if [ "${1:-}" = "--families" ]; then shift; python3 benchmarks/gpu_families.py "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_families.log"; exit; fi
 python3 benchmarks/gpu_bench.py "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_check.log"

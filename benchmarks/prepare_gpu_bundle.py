@@ -3,13 +3,16 @@
 * ``.gpu/voice/``: the embedded voice, converted, with weights stored in fp16 to halve the transfer
   (the backend casts them back to fp32 at load; fp16 storage changes samples by ~1e-3 at most);
 * ``.gpu/piper/``: piper-tts's espeak bridge with the English espeak-ng data only;
-* ``.whl/``: wheels a stock CUDA PyTorch image lacks (litestar, msgspec, granian and their needs).
+* ``.whl/``: wheels a stock CUDA PyTorch image lacks: litestar, msgspec, granian and their needs for the
+  service, and FastAPI, uvicorn, LitServe and soundfile for the peers of ``gpu_check.sh --compare``.
 
-Run: ``python benchmarks/prepare_gpu_bundle.py`` (then carry ``.gpu`` and ``.whl``).
+Run: ``python benchmarks/prepare_gpu_bundle.py`` (then carry ``.gpu`` and ``.whl``). ``--python-version``
+picks the wheels' Python (3.12, the GPU image's; the test of the bundle here uses this machine's).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import shutil
 import subprocess
@@ -34,11 +37,28 @@ WHEELS = [
     "h11==0.16.0",
     "num2words==0.5.14",
     "sentencepiece==0.2.1",
+    # the peers (benchmarks/peers): never product dependencies
+    "fastapi==0.165.0",
+    "starlette==1.10.0",
+    "pydantic==2.14.4",
+    "pydantic-core==2.50.5",
+    "annotated-types==0.8.0",
+    "typing-inspection==0.4.5",
+    "opentelemetry-api==1.45.2",
+    "uvicorn==0.54.0",
+    "litserve==0.2.19",
+    "pyzmq==27.3.0",
+    "soundfile==0.14.0",
+    "cffi==2.1.1",
+    "pycparser==3.12",
 ]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--python-version", default="3.12", help="the Python the wheels are for")
+    args = parser.parse_args()
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -72,7 +92,7 @@ def main() -> int:
     wheels = ROOT / ".whl"
     shutil.rmtree(wheels, ignore_errors=True)
     command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(wheels)]
-    command += ["--python-version", "3.12", "--implementation", "cp"]
+    command += ["--python-version", args.python_version, "--implementation", "cp"]
     for platform in PLATFORMS:
         command += ["--platform", platform]
     subprocess.run([*command, *WHEELS], check=True)
