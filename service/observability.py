@@ -23,7 +23,8 @@ from service.state import ServiceState
 
 __all__ = ["CONTENT_TYPE", "Metrics", "observability_middleware"]
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Prometheus' text format; Litestar appends "; charset=utf-8" to every text/* media type itself.
+CONTENT_TYPE = "text/plain; version=0.0.4"
 ROUTES = ("/ping", "/generate", "/stats", "/metrics", "/v1/audio/speech", "/v1/models", "/v1/audio/voices")
 access_log = logging.getLogger("chorus.access")
 

@@ -41,7 +41,7 @@ async def test_metrics_count_requests_batches_audio_and_drops(client: AsyncTestC
     await client.post("/generate", json={"text": ""}, headers=headers)
     response = await client.get("/metrics", headers=headers)
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"  # the charset once
     text = response.text
     assert sample(text, "chorus_requests_total", route="/generate", status="200") == 3
     assert sample(text, "chorus_requests_total", route="/generate", status="422") == 1

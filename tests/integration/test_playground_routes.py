@@ -48,7 +48,7 @@ async def test_the_page_and_its_files_need_no_key_but_the_api_still_does(tiny_ba
         assert root.headers["location"] == "/playground"
         page = await client.get("/playground")
         assert page.status_code == 200
-        assert page.headers["content-type"].startswith("text/html")
+        assert page.headers["content-type"] == "text/html; charset=utf-8"  # once, not twice
         policy = page.headers["content-security-policy"]
         assert "script-src 'self'" in policy
         assert "frame-ancestors 'none'" in policy
