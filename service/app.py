@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import signal
 import sys
 import threading
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import FrameType
@@ -22,12 +20,12 @@ from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Message, Scope
 
 from inference.backends.base import Backend
 from service.auth import require_api_key
 from service.engine import bring_up
-from service.errors import exception_handlers
+from service.errors import exception_handlers, request_id
 from service.health import start_health_server
 from service.observability import Metrics, observability_middleware
 from service.openai_api import openai_router
@@ -41,7 +39,6 @@ __all__ = ["create_app"]
 log = logging.getLogger("chorus")
 
 MAX_BODY_BYTES = 1024 * 1024
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def _lifespan(backend: Backend | None) -> Any:
@@ -112,27 +109,11 @@ def _watch_termination(chorus: ServiceState, loop: asyncio.AbstractEventLoop) ->
     return restore
 
 
-def _request_id_middleware(app: ASGIApp) -> ASGIApp:
-    """Echo a well-formed ``X-Request-Id`` or make one; every response carries it."""
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await app(scope, receive, send)
-            return
-        supplied = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
-        request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                message["headers"] = headers
-            await send(message)
-
-        await app(scope, receive, send_with_id)
-
-    return middleware
+async def _send_request_id(message: Message, scope: Scope) -> None:
+    """Every HTTP response carries ``X-Request-Id``: a ``before_send`` hook, so the router's own 404 and 405,
+    which no middleware sees, carry it too."""
+    if message["type"] == "http.response.start" and scope["type"] == ScopeType.HTTP:
+        message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id(scope).encode())]
 
 
 def _provide_chorus(state: State) -> ServiceState:
@@ -230,7 +211,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         dependencies={"chorus": Provide(_provide_chorus, sync_to_thread=False)},
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         lifespan=[_lifespan(backend)],
-        middleware=[_request_id_middleware, observability_middleware],
+        middleware=[observability_middleware],
+        before_send=[_send_request_id],
         # Litestar configures the root logger itself (at INFO unless told): it must get the operator's level,
         # or CHORUS_LOG_LEVEL=WARNING would still write an access-log line per request.
         logging_config=LoggingConfig(root={"level": settings.log_level, "handlers": ["queue_listener"]}),

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.types import Scope
 
 from inference.errors import (
     BatcherStoppedError,
@@ -22,11 +25,26 @@ __all__ = [
     "ClientDisconnectedError",
     "ServiceUnavailableError",
     "UnprocessableError",
+    "client_error",
     "error_response",
     "exception_handlers",
+    "request_id",
 ]
 
 log = logging.getLogger(__name__)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def request_id(scope: Scope) -> str:
+    """The request's id: the client's ``X-Request-Id`` when well formed (letters, digits, ``._:-``, at most
+    128), else a new one; made once, kept in the scope's state, where logs and error bodies read it."""
+    state = scope.setdefault("state", {})
+    known = state.get("request_id")
+    if not isinstance(known, str):
+        supplied = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), b"").decode("latin-1")
+        known = state["request_id"] = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    return known
 
 
 class UnprocessableError(HTTPException):
@@ -65,12 +83,48 @@ def error_response(
     retry_after_s: int | None = None,
 ) -> Response[dict[str, object]]:
     """``{"status_code", "detail", "request_id"}`` (Litestar's shape plus the request id)."""
-    body: dict[str, object] = {"status_code": status, "detail": detail}
-    request_id = request.scope.get("state", {}).get("request_id")
-    if request_id:
-        body["request_id"] = request_id
+    body: dict[str, object] = {"status_code": status, "detail": detail, "request_id": request_id(request.scope)}
     headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
     return Response(body, status_code=status, headers=headers)
+
+
+def client_error(exc: HTTPException) -> tuple[str, str | None]:
+    """(message, field) for Litestar's own refusals of a body, in words that name the problem.
+
+    Litestar says "Validation failed for POST /generate" and puts the field in ``extra``; a body that is no
+    JSON at all comes with msgspec's bare "Input data was truncated"; an empty body, with "'data'".
+    """
+    cause = exc.__cause__
+    if isinstance(cause, SerializationException):
+        return f"the request body is not valid JSON ({cause})", None
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        first = exc.extra[0]
+        if isinstance(first, dict):
+            key, message = first.get("key"), str(first.get("message", exc.detail))
+            if key == "data":  # the body as a whole
+                if message == "'data'":
+                    return "the request body is empty: send a JSON object", None
+                if message.startswith("Object missing required field `"):
+                    name = message.split("`")[1]
+                    return f"the field {name!r} is required", name
+                if message.startswith("Expected `object`"):
+                    return f"the request body must be a JSON object ({message})", None
+                return message, None
+            if key:
+                return f"{message} (field {key!r})", str(key)
+    return exc.detail, None
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response[dict[str, object]]:  # type: ignore[type-arg]
+    """Litestar's shape (``status_code``, ``detail``, ``extra`` when it has one), the detail in plain words."""
+    detail, _ = client_error(exc)
+    response = error_response(request, exc.status_code, detail)
+    if exc.extra:
+        assert isinstance(response.content, dict)
+        response.content["extra"] = exc.extra
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
 
 
 def _inference_error(request: Request, exc: InferenceError) -> Response[dict[str, object]]:  # type: ignore[type-arg]
@@ -104,6 +158,7 @@ def _internal(request: Request, exc: Exception) -> Response[dict[str, object]]: 
 
 
 exception_handlers = {
+    HTTPException: _http_error,
     InferenceError: _inference_error,
     ServiceUnavailableError: _unavailable,
     ClientDisconnectedError: _disconnected,

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from service.errors import request_id
 from service.state import ServiceState
 
 __all__ = ["CONTENT_TYPE", "Metrics", "observability_middleware"]
@@ -131,7 +132,7 @@ def observability_middleware(app: ASGIApp) -> ASGIApp:
                     metrics.audio.inc(facts["audio_s"])
             if route != "/ping" and route != "/metrics" and access_log.isEnabledFor(logging.INFO):
                 record = {
-                    "request_id": state.get("request_id"),
+                    "request_id": request_id(scope),
                     "route": route,
                     "method": scope.get("method"),
                     "status": status,

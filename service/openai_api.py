@@ -18,12 +18,12 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, Router, get, post
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException
 
 from inference.backends.base import ModelInfo, SynthesisParams
 from inference.errors import InferenceError, QueueFullError
 from inference.speech import SpeechPipeline
-from service.errors import STATUS_TABLE
+from service.errors import STATUS_TABLE, client_error, request_id
 from service.schemas import OpenAIErrorBody, audio_spec, error_specs
 from service.state import ServiceState
 from service.synthesis import audio_response, check_format, clean_text, ready_pipeline
@@ -77,9 +77,8 @@ def _openai_error(
     code: str | None = None,
     retry_after_s: int | None = None,
 ) -> Response[dict[str, Any]]:
-    request_id = request.scope.get("state", {}).get("request_id")
-    if status >= 500 and request_id:
-        message = f"{message} (request id {request_id})"
+    if status >= 500:
+        message = f"{message} (request id {request_id(request.scope)})"
     body = {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"), "param": param,
                       "code": code or _CODES.get(status)}}  # fmt: skip
     headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
@@ -89,13 +88,7 @@ def _openai_error(
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     if isinstance(exc, OpenAIError):
         return _openai_error(request, exc.status_code, exc.detail, param=exc.param, code=exc.code)
-    param = None
-    message = exc.detail
-    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
-        first = exc.extra[0]
-        if isinstance(first, dict):
-            param = first.get("key")
-            message = f"{first.get('message', message)} (field {param!r})" if param else message
+    message, param = client_error(exc)
     retry = (exc.headers or {}).get("Retry-After")
     return _openai_error(request, exc.status_code, message, param=param, retry_after_s=int(retry) if retry else None)
 

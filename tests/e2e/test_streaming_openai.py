@@ -164,6 +164,31 @@ def test_unknown_model_and_voice_are_refused_in_openai_shape(client: openai.Open
     assert too_long.value.body["param"] == "input"  # type: ignore[index]
 
 
+@pytest.mark.parametrize(
+    ("raw", "message", "param"),
+    [
+        (b"", "the request body is empty: send a JSON object", None),
+        (b'{"model": "tts-1", "input": ', "the request body is not valid JSON (Input data was truncated)", None),
+        (b"[]", "the request body must be a JSON object (Expected `object`, got `array`)", None),
+        (b'{"input": "hi"}', "the field 'model' is required", "model"),
+        (b'{"model": "tts-1", "input": "hi", "speed": 9}', "Expected `float` <= 4.0 (field 'speed')", "speed"),
+    ],
+)
+def test_a_malformed_v1_body_is_refused_in_openai_shape_naming_the_problem(
+    server: Server, raw: bytes, message: str, param: str | None
+) -> None:
+    response = httpx.post(
+        server.url + "/v1/audio/speech", content=raw, headers={"X-API-Key": KEY, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": message,
+        "type": "invalid_request_error",
+        "param": param,
+        "code": None,
+    }
+
+
 def test_v1_auth_takes_bearer_or_x_api_key(server: Server) -> None:
     body = {"model": "tts-1", "input": "hi there", "response_format": "wav"}
     url = server.url + "/v1/audio/speech"

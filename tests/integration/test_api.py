@@ -179,15 +179,41 @@ async def test_bad_input_gets_a_4xx_json_error_naming_the_problem(
 ) -> None:
     response = await client.post("/generate", json=body)
     assert response.status_code == status, response.text
-    assert needle in response.text
+    assert needle in response.json()["detail"]  # the detail itself names it, not only Litestar's "extra"
     assert response.headers["content-type"].startswith("application/json")
 
 
-@pytest.mark.parametrize("raw", [b"not json", b'{"text": "unterminated', b"[1, 2]", b"\xff\xfe\x00garbage", b"null"])
-async def test_a_body_that_is_not_the_json_object_gets_400(client: AsyncTestClient[Any], raw: bytes) -> None:
-    response = await client.post("/generate", content=raw, headers={"Content-Type": "application/json"})
+@pytest.mark.parametrize(
+    ("raw", "detail"),
+    [
+        (b"not json", "the request body is not valid JSON (JSON is malformed: invalid character"),
+        (b'{"text": "unterminated', "the request body is not valid JSON (Input data was truncated)"),
+        (b"\xff\xfe\x00garbage", "the request body is not valid JSON (JSON is malformed: invalid character"),
+        (b"[1, 2]", "the request body must be a JSON object (Expected `object`, got `array`)"),
+        (b"null", "the request body must be a JSON object (Expected `object`, got `null`)"),
+        (b"", "the request body is empty: send a JSON object"),
+        (b"{}", "the field 'text' is required"),
+    ],
+)
+async def test_a_body_that_is_not_the_json_object_gets_400_saying_so(
+    client: AsyncTestClient[Any], raw: bytes, detail: str
+) -> None:
+    response = await client.post(
+        "/generate", content=raw, headers={"Content-Type": "application/json", "X-Request-Id": "bad-body"}
+    )
     assert response.status_code == 400
-    assert response.json()["status_code"] == 400
+    body = response.json()
+    assert (body["status_code"], body["request_id"]) == (400, "bad-body")
+    assert body["detail"].startswith(detail), body["detail"]  # msgspec's words follow, with a byte offset
+
+
+async def test_the_routers_own_404_and_405_carry_the_request_id(client: AsyncTestClient[Any]) -> None:
+    for method, path, status in (("GET", "/no-such-route", 404), ("DELETE", "/generate", 405)):
+        response = await client.request(method, path, headers={"X-Request-Id": f"id-{status}"})
+        assert response.status_code == status
+        assert response.headers["x-request-id"] == f"id-{status}"
+        assert response.json()["request_id"] == f"id-{status}"
+    assert "POST" in response.headers["allow"]  # Litestar's own headers are kept
 
 
 async def test_a_body_over_1_mib_gets_413(client: AsyncTestClient[Any]) -> None:
