@@ -78,6 +78,9 @@ def server(command: list[str], env: dict[str, str], port: int, log: Path) -> Ite
                 with urllib.request.urlopen(url + "/ping", timeout=2) as response:
                     if response.status == 200:
                         break
+            except urllib.error.HTTPError as error:  # Chorus answers 503 "error" for good when its load failed
+                if error.code == 503 and b'"error"' in error.read():
+                    raise RuntimeError(f"{command[0]} failed to load:\n{log.read_text()[-3000:]}") from None
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if time.monotonic() > deadline:
@@ -105,12 +108,14 @@ class RawBackend:
         cache = Path(os.environ.get("CHORUS_CACHE_DIR", Path.home() / ".cache" / "chorus"))
         self.backend: Any = load_backend(ModelSpec(model=model, device="auto", cache_dir=cache))
         self.backend.warmup()
+        self.device = getattr(self.backend, "device", None)
         self.max_batch = max_batch
         self.run(len(SENTENCES), 0.0)  # every sentence's shapes once, as the servers' warm-up does
 
     def run(self, concurrency: int, duration_s: float) -> tuple[list[Outcome], float]:
         """Batches of ``concurrency`` requests for ``duration_s`` (at least one batch)."""
         from inference.backends.base import SynthesisParams
+        from inference.backends.cuda_memory import release_if_oversized
 
         backend, rate = self.backend, self.backend.info.sample_rate_hz
         index = 0  # the same request sequence as every other system's run (see service.bench.sweep)
@@ -132,6 +137,8 @@ class RawBackend:
                 for j, audio in zip(chunk, backend.synthesize([jobs[j] for j in chunk]), strict=True):
                     samples[owners[j]] += len(audio)
             latency = time.perf_counter() - started
+            if self.device is not None:  # as the service's worker does after each batch (outside the timing)
+                release_if_oversized(self.device)
             for owner in range(concurrency):
                 outcomes.append(Outcome(started - t0, 200, latency, latency, samples[owner] / rate, concurrency))
             index += concurrency
@@ -404,6 +411,7 @@ def main() -> int:
     rates = [args.rate] if args.rate > 0 else []
     started = time.monotonic()
     measured: dict[tuple[str, str, float], tuple[list[Outcome], float]] = {}
+    left_out: dict[str, str] = {}  # system → why it is missing from (some of) the rows
 
     def add(key: tuple[str, str, float], outcomes: list[Outcome], wall: float) -> None:
         before, spent = measured.get(key, ([], 0.0))
@@ -420,9 +428,14 @@ def main() -> int:
             command, env = servers[system]
             port = free_port()
             port_args = [] if system.startswith("chorus") else ["--port", str(port)]
-            url, groups[system] = stack.enter_context(
-                server([*command, *port_args], {**env, "PORT": str(port)}, port, Path(tmp) / f"{system}.log")
-            )
+            try:
+                url, groups[system] = stack.enter_context(
+                    server([*command, *port_args], {**env, "PORT": str(port)}, port, Path(tmp) / f"{system}.log")
+                )
+            except RuntimeError as error:  # one system that cannot start must not cost the others' run
+                left_out[system] = f"did not start: {str(error)[-1500:]}"
+                print(f"{system} left out: {left_out[system]}", file=sys.stderr)
+                continue
             targets[system] = Target(url=url)
             asyncio.run(
                 closed_loop(
@@ -443,6 +456,10 @@ def main() -> int:
                 in_process[system] = Worker(system, args.model, Path(tmp) / f"{system}.log", args.raw_max_batch)
             except ImportError:
                 print(f"{system} skipped: peers not installed (make peers)", file=sys.stderr)
+                continue
+            except RuntimeError as error:
+                left_out[system] = f"did not start: {str(error)[-1500:]}"
+                print(f"{system} left out: {left_out[system]}", file=sys.stderr)
                 continue
             stack.callback(in_process[system].close)
             groups[system] = in_process[system].pid
@@ -472,6 +489,8 @@ def main() -> int:
             for mode, level in points:
                 turn = shuffler.sample(order, len(order))
                 for system in turn:
+                    if system in left_out:
+                        continue
                     if mode == "closed" and level != 1 and system in ("chorus-stream", "onnxruntime"):
                         continue  # measured at concurrency 1 only
                     if mode == "open" and system not in open_loop_systems:
@@ -488,7 +507,12 @@ def main() -> int:
                             )
                         )
                     elif system in in_process:
-                        outcomes, wall = in_process[system].run(int(level), slice_s)
+                        try:
+                            outcomes, wall = in_process[system].run(int(level), slice_s)
+                        except RuntimeError as error:  # the worker died (a CUDA error, memory): the rest go on
+                            left_out[system] = f"failed at {mode} {level:g}: {str(error)[-1500:]}"
+                            print(f"{system} left out: {left_out[system]}", file=sys.stderr)
+                            continue
                     else:
                         outcomes, wall = asyncio.run(
                             closed_loop(
@@ -526,6 +550,7 @@ def main() -> int:
             "variants": args.variant,
         },
         "idle_load_cores": idle,
+        "left_out": left_out,
         "elapsed_s": round(time.monotonic() - started, 1),
         "ratios": ratios(rows),
         "rows": rows,
