@@ -7,14 +7,45 @@ import logging
 import os
 import sys
 
-from service.settings import Settings, SettingsError
+from service.settings import ENV_NAMES, Settings, SettingsError
 
 __all__ = ["main"]
 
+#: ``chorus serve`` flags and the environment variable each one sets (the flag wins).
+SERVE_FLAGS = {"port": "PORT", "host": "CHORUS_HOST", "model": "CHORUS_MODEL", "device": "CHORUS_DEVICE"}
+
+
+#: What an unset variable means, where it is not simply "none".
+UNSET_MEANS = {
+    "PORT_HEALTH": "unset (= PORT)",
+    "API_KEY": "unset (no key required)",
+    "CHORUS_MODEL": "unset (the embedded voice)",
+    "CHORUS_CACHE_DIR": "unset ($XDG_CACHE_HOME/chorus)",
+    "CHORUS_MAX_BATCH_SIZE": "unset (16 on a GPU, 4 on CPU)",
+    "CHORUS_TORCH_THREADS": "unset (torch's default)",
+    "CHORUS_SWITCH_INTERVAL_MS": "unset (Python's 5)",
+    "CHORUS_RUNPOD_CONCURRENCY": "unset (2 x the batch size, 32 when that is unset)",
+}
+
+
+def settings_epilog() -> str:
+    """Every setting's environment variable and its default, for ``chorus serve --help``."""
+    defaults = Settings()
+    lines = ["settings, read from the environment (the README's Configuration says what each does):"]
+    for name, field in ENV_NAMES.items():
+        value = getattr(defaults, field)
+        shown = (
+            UNSET_MEANS.get(name, "unset") if value is None or value == () else ("on" if value is True else str(value))
+        )
+        lines.append(f"  {name:<27} {shown}")
+    return "\n".join(lines)
+
 
 def _serve(args: argparse.Namespace) -> int:
-    if args.port is not None:
-        os.environ["PORT"] = str(args.port)
+    for flag, name in SERVE_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            os.environ[name] = str(value)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -55,8 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``chorus`` console script."""
     parser = argparse.ArgumentParser(prog="chorus", description="Chorus text-to-speech server")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve the HTTP API (settings come from the environment)")
-    serve.add_argument("--port", type=int, default=None, help="override PORT")
+    serve = sub.add_parser(
+        "serve",
+        help="serve the HTTP API (settings come from the environment)",
+        epilog=settings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--port", type=int, default=None, help="sets PORT")
+    serve.add_argument("--host", default=None, help="sets CHORUS_HOST (the address to bind)")
+    serve.add_argument("--model", default=None, help="sets CHORUS_MODEL: a hub id, checkpoint folder or Piper .onnx")
+    serve.add_argument("--device", default=None, help="sets CHORUS_DEVICE: auto, cpu, cuda, cuda:1, ...")
     serve.set_defaults(func=_serve)
     convert = sub.add_parser("convert-piper", help="convert a Piper voice into a transformers checkpoint")
     convert.add_argument("voice", help="the voice's .onnx file (its .onnx.json must sit beside it)")

@@ -76,14 +76,20 @@ def wait_for_status(server: Server, wanted: set[int], timeout_s: float = 180.0, 
 
 
 @contextmanager
-def running_server(tmp_path: Path, env: dict[str, str], *, wait_ready: bool = True) -> Iterator[Server]:
+def running_server(
+    tmp_path: Path, env: dict[str, str], *, wait_ready: bool = True, serve_args: tuple[str, ...] = ()
+) -> Iterator[Server]:
     port = free_port()
     log_path = tmp_path / f"server-{port}.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_") and k not in ("API_KEY", "PORT")}
     full_env.update({"PORT": str(port), "CHORUS_HOST": "127.0.0.1", "HF_HUB_OFFLINE": "1", **env})
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [*chorus_command(), "serve"], env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [*chorus_command(), "serve", *serve_args],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     server = Server(process=process, port=port, log_path=log_path)
     try:

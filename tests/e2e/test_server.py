@@ -203,6 +203,23 @@ def test_a_malformed_setting_stops_start_up_naming_the_variable(tmp_path: Path) 
     assert "CHORUS_MAX_QUEUE" in result.stderr
 
 
+def test_serve_flags_win_over_the_environment_and_help_lists_every_setting(tiny_vits_dir: Path, tmp_path: Path) -> None:
+    from service.settings import ENV_NAMES
+    from tests.e2e.server import chorus_executable
+
+    # CHORUS_MODEL names a folder that does not exist; --model names the tiny checkpoint and wins.
+    env = {"CHORUS_MODEL": str(tmp_path / "no-such-model")}
+    flags = ("--model", str(tiny_vits_dir), "--device", "cpu")
+    with running_server(tmp_path, env, serve_args=flags) as server:
+        response = urllib.request.urlopen(server.url + "/v1/models", timeout=10)
+        with response:
+            models = json.load(response)
+    assert models["data"][0]["id"] == tiny_vits_dir.name
+    shown = subprocess.run([chorus_executable(), "serve", "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0
+    assert all(f"  {name} " in shown.stdout for name in ENV_NAMES), shown.stdout
+
+
 def test_sigterm_finishes_in_flight_requests_and_exits_0(tiny_vits_dir: Path, tmp_path: Path) -> None:
     env = {"CHORUS_MODEL": str(tiny_vits_dir), "CHORUS_MAX_BATCH_WAIT_MS": "500"}
     with running_server(tmp_path, env) as server:
