@@ -108,6 +108,7 @@ class MicroBatcher(Generic[T, R]):
         max_batch_size: int,
         max_queue_size: int,
         max_batch_wait_s: float = 0.0,
+        max_queue_wait_s: float | None = None,
         oom_cooldown_s: float = 60.0,
         on_batch: Callable[[int, float], None] | None = None,
         length_of: Callable[[T], int] = lambda _item: 0,
@@ -120,10 +121,13 @@ class MicroBatcher(Generic[T, R]):
             raise ValueError("max_queue_size must be at least 1")
         if max_batch_wait_s < 0:
             raise ValueError("max_batch_wait_s must not be negative")
+        if max_queue_wait_s is not None and max_queue_wait_s <= 0:
+            raise ValueError("max_queue_wait_s must be positive (or None: no bound)")
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_queue_size = max_queue_size
         self.max_batch_wait_s = max_batch_wait_s
+        self.max_queue_wait_s = max_queue_wait_s
         self._length_of = length_of
         self._key_of = key_of
         self._name = name
@@ -228,6 +232,17 @@ class MicroBatcher(Generic[T, R]):
         batches_ahead = math.ceil((len(self._queue) + 1) / self.max_batch_size)
         return max(1, math.ceil(per_batch * batches_ahead))
 
+    def expected_wait_s(self) -> float:
+        """How long a job queued now would wait for its batch: the batches ahead of it (the jobs waiting,
+        at the batch size in force) times the recent batch time, plus what is left of the running batch.
+        0 until a batch has been timed."""
+        per_batch = self._batch_s_ewma
+        if per_batch is None:
+            return 0.0
+        batches_ahead = math.ceil(len(self._queue) / self.current_max_batch_size)
+        running_left = max(0.0, per_batch - self.busy_for_s) if self._busy_since is not None else 0.0
+        return running_left + per_batch * batches_ahead
+
     # ------------------------------------------------------------------ submission
 
     def enqueue(
@@ -237,9 +252,11 @@ class MicroBatcher(Generic[T, R]):
 
         A request is admitted while fewer than ``max_queue_size`` jobs wait, and then whole: a request
         of more sentences than the bound must still be servable, so the queue may overshoot by one
-        request's jobs. Raises ``QueueFullError`` at once when the queue is full, ``BatcherStoppedError``
-        when the batcher is not accepting. A job still waiting at its ``deadline`` (``time.monotonic()``
-        seconds), or that could not finish by then, is dropped and fails with ``DeadlineExceededError``.
+        request's jobs. With ``max_queue_wait_s``, it is also refused while its first job would wait
+        longer than that for a batch (``expected_wait_s``), unless nothing waits at all. Raises
+        ``QueueFullError`` at once when refused, ``BatcherStoppedError`` when the batcher is not accepting.
+        A job still waiting at its ``deadline`` (``time.monotonic()`` seconds), or that could not finish by
+        then, is dropped and fails with ``DeadlineExceededError``.
         Jobs of a progressive ``group`` enter batches 1, 2, 4, ... at a time, in order (``BatchGroup``).
         """
         loop = asyncio.get_running_loop()
@@ -264,6 +281,17 @@ class MicroBatcher(Generic[T, R]):
             if len(self._queue) >= self.max_queue_size:
                 self.jobs_refused += len(jobs)
                 raise QueueFullError(len(self._queue), self.retry_after_s())
+            if self.max_queue_wait_s is not None and self._queue:  # an empty queue always admits
+                wait_s = self.expected_wait_s()
+                if wait_s > self.max_queue_wait_s:
+                    self.jobs_refused += len(jobs)
+                    raise QueueFullError(
+                        len(self._queue),
+                        self.retry_after_s(),
+                        detail=f"the synthesis queue is too long: a request now would wait ~{wait_s:.1f} s for "
+                        f"its first batch, over the {self.max_queue_wait_s:g} s bound ({len(self._queue)} jobs "
+                        "waiting)",
+                    )
             self._queue.extend(jobs)
             self._cond.notify()
         return Pending(jobs)

@@ -10,8 +10,8 @@ class InferenceError(Exception):
 class QueueFullError(InferenceError):
     """The batcher's bounded queue is full: the caller should retry later."""
 
-    def __init__(self, queue_depth: int, retry_after_s: float) -> None:
-        super().__init__(f"the synthesis queue is full ({queue_depth} jobs waiting)")
+    def __init__(self, queue_depth: int, retry_after_s: float, *, detail: str | None = None) -> None:
+        super().__init__(detail or f"the synthesis queue is full ({queue_depth} jobs waiting)")
         self.queue_depth = queue_depth
         self.retry_after_s = retry_after_s
 

@@ -117,6 +117,7 @@ async def bring_up(
     batcher: MicroBatcher[SynthesisJob, npt.NDArray[np.float32]] = MicroBatcher(
         max_batch_size=settings.max_batch_size or GPU_MAX_BATCH,  # unset: chosen once the device is known
         max_queue_size=settings.max_queue,
+        max_queue_wait_s=settings.max_queue_wait_s,
         max_batch_wait_s=settings.max_batch_wait_ms / 1000.0,
         length_of=lambda job: job.length,
         key_of=lambda job: (job.model, by_key[job.model].batch_key(job)),

@@ -55,6 +55,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_chunk_chars: Annotated[int, msgspec.Meta(ge=20, le=5000)] = 400
     #: CHORUS_MAX_QUEUE: jobs that may wait; beyond it requests get 429.
     max_queue: Positive = 256
+    #: CHORUS_MAX_QUEUE_WAIT_S: also refuse (429) a request whose first sentence would wait longer than this
+    #: for a batch, judged from the jobs ahead and recent batch times; unset = only CHORUS_MAX_QUEUE bounds it.
+    max_queue_wait_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] | None = None
     #: CHORUS_MAX_BATCH_SIZE: most jobs per forward pass (unset: 16 on a GPU, 4 on CPU, where bigger batches
     #: measured slower through the service on 2 cores).
     max_batch_size: Positive | None = None
@@ -164,6 +167,7 @@ ENV_NAMES: dict[str, str] = {
     "CHORUS_MAX_STREAM_CHARS": "max_stream_chars",
     "CHORUS_MAX_CHUNK_CHARS": "max_chunk_chars",
     "CHORUS_MAX_QUEUE": "max_queue",
+    "CHORUS_MAX_QUEUE_WAIT_S": "max_queue_wait_s",
     "CHORUS_MAX_BATCH_SIZE": "max_batch_size",
     "CHORUS_MAX_BATCH_WAIT_MS": "max_batch_wait_ms",
     "CHORUS_BATCH_DECODER": "batch_decoder",

@@ -265,6 +265,34 @@ def test_overload_is_refused_early_with_429_and_retry_after(tiny_vits_dir: Path,
         assert "queue is full" in json.loads(body)["detail"]
 
 
+def test_a_queue_wait_bound_refuses_early_naming_the_wait(tiny_vits_dir: Path, tmp_path: Path) -> None:
+    # A queue of 256 jobs would admit all 24 requests; a 1 ms bound on the first sentence's wait does not.
+    env = {
+        "CHORUS_MODEL": str(tiny_vits_dir),
+        "CHORUS_MAX_QUEUE": "256",
+        "CHORUS_MAX_BATCH_SIZE": "1",
+        "CHORUS_MAX_QUEUE_WAIT_S": "0.001",
+    }
+    long_text = "the quick brown fox jumps over the lazy dog " * 30
+    with running_server(tmp_path, env) as server, ThreadPoolExecutor(24) as pool:
+        assert post(server, {"text": "Time one batch first."})[0] == 200  # no estimate before a batch is timed
+        barrier = threading.Barrier(24)
+
+        def call(i: int) -> tuple[int, dict[str, str], bytes]:
+            barrier.wait()
+            return post(server, {"text": long_text + str(i)})
+
+        results = list(pool.map(call, range(24)))
+    statuses = [status for status, _, _ in results]
+    assert set(statuses) <= {200, 429}, statuses
+    assert 200 in statuses
+    refused = [(headers, body) for status, headers, body in results if status == 429]
+    assert refused, "24 simultaneous requests were all admitted despite the wait bound"
+    for headers, body in refused:
+        assert int(headers["retry-after"]) >= 1
+        assert "over the 0.001 s bound" in json.loads(body)["detail"]
+
+
 def test_sigterm_turns_the_health_port_to_503_while_accepted_requests_finish(
     tiny_vits_dir: Path, tmp_path: Path
 ) -> None:

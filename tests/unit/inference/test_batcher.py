@@ -132,6 +132,58 @@ async def test_a_full_queue_refuses_at_once_with_a_retry_hint(runner: ScriptedRu
     batcher.stop()
 
 
+async def test_a_wait_bound_refuses_a_queue_that_is_slow_not_only_one_that_is_full(runner: ScriptedRunner) -> None:
+    batcher = make(runner, max_batch_size=1, max_queue_size=100, max_queue_wait_s=1.0)
+    assert batcher.expected_wait_s() == 0.0  # nothing timed yet: no estimate, nothing refused for it
+    # Time one batch: it is held at least 0.2 s, so the recent batch time is at least that.
+    runner.gate.clear()
+    timed = asyncio.ensure_future(batcher.submit(Item("timed")))
+    await _wait_for(runner.entered)
+    await asyncio.sleep(0.2)
+    runner.gate.set()
+    await timed
+    # Hold the worker in a batch; one request of 10 jobs goes in whole (nothing waited before it); the next
+    # would wait >= 10 x 0.2 s for its batch, over the 1 s bound.
+    runner.entered.clear()
+    runner.gate.clear()
+    blocker = asyncio.ensure_future(batcher.submit(Item("block")))
+    await _wait_for(runner.entered)
+    queued = [asyncio.ensure_future(batcher.run([Item(str(i)) for i in range(10)]))]
+    await asyncio.sleep(0.02)
+    assert batcher.queue_depth == 10  # far below max_queue_size: the job count alone would admit
+    assert batcher.expected_wait_s() >= 10 * 0.2
+    with pytest.raises(QueueFullError) as refused:
+        await batcher.submit(Item("too late"))
+    assert "wait ~" in str(refused.value)
+    assert "over the 1 s bound" in str(refused.value)
+    assert refused.value.retry_after_s >= 1
+    assert batcher.queue_depth == 10  # nothing of the refused request went in
+    runner.gate.set()
+    await asyncio.gather(blocker, *queued)
+    # An empty queue admits whatever the estimate: the worker is free, or about to be.
+    assert (await batcher.submit(Item("after"))).value == "AFTER"
+    batcher.stop()
+
+
+async def test_without_a_wait_bound_only_the_job_count_refuses(runner: ScriptedRunner) -> None:
+    batcher = make(runner, max_batch_size=1, max_queue_size=100)
+    runner.gate.clear()
+    blocker = asyncio.ensure_future(batcher.submit(Item("block")))
+    await _wait_for(runner.entered)
+    await asyncio.sleep(0.2)
+    queued = [asyncio.ensure_future(batcher.submit(Item(str(i)))) for i in range(30)]
+    await asyncio.sleep(0.02)
+    assert batcher.queue_depth == 30
+    runner.gate.set()
+    assert len(await asyncio.gather(blocker, *queued)) == 31
+    batcher.stop()
+
+
+def test_a_wait_bound_must_be_positive(runner: ScriptedRunner) -> None:
+    with pytest.raises(ValueError, match="max_queue_wait_s"):
+        MicroBatcher(runner, max_batch_size=1, max_queue_size=1, max_queue_wait_s=0.0)
+
+
 async def test_a_multi_job_request_is_admitted_whole_or_not_at_all(runner: ScriptedRunner) -> None:
     batcher = make(runner, max_queue_size=3)
     runner.gate.clear()

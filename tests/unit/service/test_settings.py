@@ -14,6 +14,7 @@ def test_defaults_with_an_empty_environment() -> None:
     assert settings.max_text_chars == 5000
     assert settings.max_queue == 256
     assert settings.max_batch_wait_ms == 0.0
+    assert settings.max_queue_wait_s is None
     assert settings.host == "0.0.0.0"
 
 
@@ -26,6 +27,7 @@ def test_values_come_from_the_documented_names() -> None:
             "CHORUS_MODEL": "/models/voice",
             "CHORUS_MAX_BATCH_SIZE": "32",
             "CHORUS_MAX_BATCH_WAIT_MS": "2.5",
+            "CHORUS_MAX_QUEUE_WAIT_S": "1.5",
             "CHORUS_DTYPE": "BF16",
             "CHORUS_LOG_LEVEL": "debug",
         }
@@ -35,6 +37,7 @@ def test_values_come_from_the_documented_names() -> None:
     assert settings.model == "/models/voice"
     assert settings.max_batch_size == 32
     assert settings.max_batch_wait_ms == 2.5
+    assert settings.max_queue_wait_s == 1.5
     assert settings.dtype == "bf16"
     assert settings.log_level == "DEBUG"
 
@@ -56,6 +59,7 @@ def test_runpod_api_key_is_never_read() -> None:
         ("CHORUS_MAX_BATCH_SIZE", "-3"),
         ("CHORUS_DTYPE", "fp8"),
         ("CHORUS_MAX_BATCH_WAIT_MS", "soon"),
+        ("CHORUS_MAX_QUEUE_WAIT_S", "0"),
     ],
 )
 def test_a_malformed_value_names_its_variable(name: str, value: str) -> None:
