@@ -417,6 +417,44 @@ def main() -> int:
         before, spent = measured.get(key, ([], 0.0))
         measured[key] = (before + outcomes, spent + wall)
 
+    def snapshot(rounds_done: int) -> dict[str, Any]:
+        """The results so far: rows merge every finished round's requests."""
+        rows = []
+        for system in order:
+            for (who, mode, level), (outcomes, wall) in measured.items():
+                if who != system:
+                    continue
+                if mode == "closed":
+                    row = summarize(system, outcomes, wall, concurrency=int(level))
+                else:
+                    row = summarize(system, outcomes, wall, concurrency=None, rate_rps=level)
+                if system in in_process:
+                    row["ttfb_p50_ms"] = row["ttfb_p99_ms"] = None
+                if system == "onnxruntime":
+                    row["batch_sizes"] = {}
+                rows.append(row)
+        document = {
+            "name": name,
+            "machine": info,
+            "model": args.model or "en_US-joe-medium (embedded Piper voice)",
+            "settings": {
+                "concurrencies": concurrencies,
+                "duration_s": duration,
+                "rounds": rounds,
+                "warmup_s": warmup,
+                "open_loop_rate_rps": args.rate,
+                "raw_max_batch": args.raw_max_batch,
+                "variants": args.variant,
+            },
+            "idle_load_cores": idle,
+            "left_out": left_out,
+            "rounds_done": rounds_done,
+            "elapsed_s": round(time.monotonic() - started, 1),
+            "ratios": ratios(rows),
+            "rows": rows,
+        }
+        return document
+
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         # Every server is up for the whole run and the systems take turns, round after round: this VM's speed
         # drifts by 10-20 % over minutes, and measuring system after system turned that drift into ratios.
@@ -520,41 +558,13 @@ def main() -> int:
                             )
                         )
                     add((system, mode, level), outcomes, wall)
+            if round_index + 1 < rounds:  # a run cut short (a device's time limit) still leaves results
+                write_results(args.results_dir / f"{name}.json", snapshot(round_index + 1))
+                print(f"round {round_index + 1}/{rounds}: results so far written", file=sys.stderr)
         if running[0] is not None:
             os.killpg(groups[running[0]], signal.SIGSTOP)
-    rows = []
-    for system in order:
-        for (who, mode, level), (outcomes, wall) in measured.items():
-            if who != system:
-                continue
-            if mode == "closed":
-                row = summarize(system, outcomes, wall, concurrency=int(level))
-            else:
-                row = summarize(system, outcomes, wall, concurrency=None, rate_rps=level)
-            if system in in_process:
-                row["ttfb_p50_ms"] = row["ttfb_p99_ms"] = None
-            if system == "onnxruntime":
-                row["batch_sizes"] = {}
-            rows.append(row)
-    document = {
-        "name": name,
-        "machine": info,
-        "model": args.model or "en_US-joe-medium (embedded Piper voice)",
-        "settings": {
-            "concurrencies": concurrencies,
-            "duration_s": duration,
-            "rounds": rounds,
-            "warmup_s": warmup,
-            "open_loop_rate_rps": args.rate,
-            "raw_max_batch": args.raw_max_batch,
-            "variants": args.variant,
-        },
-        "idle_load_cores": idle,
-        "left_out": left_out,
-        "elapsed_s": round(time.monotonic() - started, 1),
-        "ratios": ratios(rows),
-        "rows": rows,
-    }
+    document = snapshot(rounds)
+    rows = document["rows"]
     print(markdown_table(rows))
     for key, value in document["ratios"].items():
         print(f"{key}: {value}")
