@@ -112,11 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         "--price-per-hour", type=float, default=None,
         help="the worker's hourly price: adds the cost per million characters to every row",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-backoff", action="store_true",
+        help="closed loop: retry a refused request at once instead of after its Retry-After",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
     target = Target(
         url=args.url.rstrip("/"), route=args.route, api_key=args.api_key or None, bearer=args.bearer or None,
-        response_format=args.format, stream=args.stream,
+        response_format=args.format, stream=args.stream, honour_retry_after=not args.no_backoff,
     )  # fmt: skip
     try:
         probe = httpx.get(target.url + "/ping", timeout=10)

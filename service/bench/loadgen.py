@@ -43,6 +43,9 @@ class Target:
     response_format: str = "wav"
     stream: bool = False
     timeout_s: float = 300.0
+    #: Closed loop: a caller refused with ``Retry-After`` (429/503) waits that long before its next request,
+    #: as a well-behaved client does; False retries at once (and measures a storm of refusals).
+    honour_retry_after: bool = True
 
     def headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -76,6 +79,7 @@ class Outcome:
     audio_s: float = 0.0
     batch_size: int | None = None
     chars: int = 0
+    retry_after_s: float | None = None  # a refusal's Retry-After
 
 
 def wav_seconds(body: bytes) -> float:
@@ -104,7 +108,9 @@ async def _request(client: Connections, target: Target, index: int, started: flo
         return Outcome(t0 - started, 0, time.perf_counter() - t0, None, chars=chars)  # status 0: no answer
     latency = time.perf_counter() - t0
     if reply.status != 200:
-        return Outcome(t0 - started, reply.status, latency, reply.first_audio_s, chars=chars)
+        retry = reply.headers.get("retry-after", "")
+        retry_after = float(retry) if retry.replace(".", "", 1).isdigit() else None
+        return Outcome(t0 - started, reply.status, latency, reply.first_audio_s, chars=chars, retry_after_s=retry_after)
     header = reply.headers.get("x-audio-duration-s")
     audio = float(header) if header else wav_seconds(reply.body)
     batch = reply.headers.get("x-batch-size")
@@ -161,8 +167,9 @@ async def closed_loop(
     label: str = "",
     quiet: bool = False,
 ) -> tuple[list[Outcome], float]:
-    """``concurrency`` callers, each sending its next request when the last one answers, until the
-    duration (or the request budget) is spent; in-flight requests finish. Returns outcomes and wall time."""
+    """``concurrency`` callers, each sending its next request when the last one answers (after the
+    ``Retry-After`` of a refusal, unless ``target.honour_retry_after`` is False), until the duration (or
+    the request budget) is spent; in-flight requests finish. Returns outcomes and wall time."""
     outcomes: list[Outcome] = []
     counter = iter(range(first_index, first_index + (max_requests or 10**12)))
     progress = _Progress(label or f"closed c={concurrency}", outcomes, duration_s, quiet)
@@ -174,7 +181,10 @@ async def closed_loop(
             for index in counter:
                 if time.perf_counter() >= stop_at:
                     return
-                outcomes.append(await _request(client, target, index, t0))
+                outcome = await _request(client, target, index, t0)
+                outcomes.append(outcome)
+                if outcome.retry_after_s and target.honour_retry_after:
+                    await asyncio.sleep(min(outcome.retry_after_s, max(0.0, stop_at - time.perf_counter())))
 
         ticker = asyncio.create_task(progress.run())
         await asyncio.gather(*(caller() for _ in range(concurrency)))

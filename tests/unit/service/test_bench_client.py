@@ -184,3 +184,31 @@ def test_audio_offset_finds_the_samples_of_a_wav_and_passes_anything_else() -> N
     assert audio_offset(b"\x01\x02") == 0  # raw PCM
     with pytest.raises(ValueError, match="not an http"):
         Connections("ftp://example.com", limit=1, timeout_s=1)
+
+
+@pytest.mark.parametrize("honour", [True, False])
+def test_a_closed_loop_caller_waits_out_a_refusals_retry_after_unless_told_not_to(honour: bool) -> None:
+    from service.bench.loadgen import Target, closed_loop
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        while True:
+            await read_request(reader)
+            body = b'{"status_code":429,"detail":"the synthesis queue is full"}'
+            writer.write(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 5\r\nContent-Length: %d\r\n\r\n%s" % (
+                len(body), body))  # fmt: skip
+            await writer.drain()
+
+    outcomes = []
+
+    async def test(url: str, opened: list[int]) -> None:
+        target = Target(url=url, honour_retry_after=honour)
+        found, _ = await closed_loop(target, 2, duration_s=0.5, quiet=True)
+        outcomes.extend(found)
+
+    run_with_server(handler, test)
+    assert {o.status for o in outcomes} == {429}
+    assert {o.retry_after_s for o in outcomes} == {5.0}
+    if honour:
+        assert len(outcomes) == 2  # each caller waits (to the run's end, sooner than 5 s) after its refusal
+    else:
+        assert len(outcomes) > 10  # retried at once, over and over
