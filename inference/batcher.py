@@ -276,25 +276,35 @@ class MicroBatcher(Generic[T, R]):
             for item in items
         ]
         with self._cond:
-            if not self._accepting:
-                raise BatcherStoppedError("the batcher is not accepting jobs")
-            if len(self._queue) >= self.max_queue_size:
-                self.jobs_refused += len(jobs)
-                raise QueueFullError(len(self._queue), self.retry_after_s())
-            if self.max_queue_wait_s is not None and self._queue:  # an empty queue always admits
-                wait_s = self.expected_wait_s()
-                if wait_s > self.max_queue_wait_s:
-                    self.jobs_refused += len(jobs)
-                    raise QueueFullError(
-                        len(self._queue),
-                        self.retry_after_s(),
-                        detail=f"the synthesis queue is too long: a request now would wait ~{wait_s:.1f} s for "
-                        f"its first batch, over the {self.max_queue_wait_s:g} s bound ({len(self._queue)} jobs "
-                        "waiting)",
-                    )
+            self._admit_or_raise(len(jobs))
             self._queue.extend(jobs)
             self._cond.notify()
         return Pending(jobs)
+
+    def check_admission(self) -> None:
+        """Raise now what ``enqueue`` would raise for a request arriving now (``BatcherStoppedError``,
+        ``QueueFullError``), so that a caller can refuse before preparing its text: under overload a
+        refusal then costs no phonemization. ``enqueue`` checks again; this one counts one refused job."""
+        with self._cond:
+            self._admit_or_raise(1)
+
+    def _admit_or_raise(self, count: int) -> None:
+        """Admission of ``count`` jobs arriving now; the caller holds ``_cond``."""
+        if not self._accepting:
+            raise BatcherStoppedError("the batcher is not accepting jobs")
+        if len(self._queue) >= self.max_queue_size:
+            self.jobs_refused += count
+            raise QueueFullError(len(self._queue), self.retry_after_s())
+        if self.max_queue_wait_s is not None and self._queue:  # an empty queue always admits
+            wait_s = self.expected_wait_s()
+            if wait_s > self.max_queue_wait_s:
+                self.jobs_refused += count
+                raise QueueFullError(
+                    len(self._queue),
+                    self.retry_after_s(),
+                    detail=f"the synthesis queue is too long: a request now would wait ~{wait_s:.1f} s for its "
+                    f"first batch, over the {self.max_queue_wait_s:g} s bound ({len(self._queue)} jobs waiting)",
+                )
 
     async def run(
         self, items: Sequence[T], *, group: BatchGroup | None = None, deadline: float | None = None

@@ -111,6 +111,7 @@ class SpeechPipeline:
     async def synthesize(self, text: str, params: SynthesisParams, language: str) -> SpeechResult:
         """All chunks of a request, admitted together (or refused together with ``QueueFullError``)."""
         deadline = time.monotonic() + self.request_timeout_s
+        self.batcher.check_admission()  # overload is refused before the text costs any work
         self._requests += 1
         try:
             if self._requests == 1 and len(text) <= _INLINE_PREPARE_CHARS:
@@ -138,6 +139,7 @@ class SpeechPipeline:
         """Admit the first chunk now (so overload is refused before any byte is sent) and return the rest
         as an async iterator of chunk results, in text order."""
         deadline = time.monotonic() + self.request_timeout_s
+        self.batcher.check_admission()
         sentences = await anyio.to_thread.run_sync(split_sentences, text, language, self.max_chunk_chars)
         pending = deque(sentences)
         first: list[SynthesisJob] = []

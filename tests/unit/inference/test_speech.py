@@ -101,3 +101,51 @@ async def test_a_lone_request_is_prepared_on_the_loop_and_concurrent_ones_in_thr
     for result in together:  # same text and seed: the same audio whichever way it was prepared
         np.testing.assert_array_equal(np.concatenate(result.chunks), np.concatenate(alone.chunks))
     assert speech._requests == 0
+
+
+async def test_a_full_queue_refuses_before_any_work_on_the_text(tiny_backend: Any) -> None:
+    from inference import QueueFullError
+
+    gate = threading.Event()
+
+    def run(jobs: Sequence[SynthesisJob]) -> list[np.ndarray]:
+        gate.wait(10)
+        return tiny_backend.synthesize(jobs)  # type: ignore[no-any-return]
+
+    batcher: MicroBatcher[SynthesisJob, np.ndarray] = MicroBatcher(run, max_batch_size=1, max_queue_size=1)
+    batcher.start().result(timeout=10)
+    speech = SpeechPipeline(tiny_backend, batcher, max_chunk_chars=200, stream_window=4)
+    prepared: list[str] = []  # every text the pipeline did work on: whole requests and stream sentences
+    prepare, prepare_sentence = speech.prepare, speech._prepare_sentence
+
+    def recording_prepare(text: str, params: SynthesisParams, language: str) -> list[list[SynthesisJob]]:
+        prepared.append(text)
+        return prepare(text, params, language)
+
+    def recording_prepare_sentence(text: str, params: SynthesisParams, first_index: int) -> list[SynthesisJob]:
+        prepared.append(text)
+        return prepare_sentence(text, params, first_index)
+
+    speech.prepare = recording_prepare  # type: ignore[method-assign]
+    speech._prepare_sentence = recording_prepare_sentence  # type: ignore[method-assign]
+    params = SynthesisParams(seed=1)
+    running = asyncio.ensure_future(speech.synthesize("Running now.", params, "en"))
+    for _ in range(500):  # until the worker holds it and the next one waits in the queue
+        if batcher.queue_depth == 0 and prepared:
+            break
+        await asyncio.sleep(0.01)
+    waiting = asyncio.ensure_future(speech.synthesize("Waiting here.", params, "en"))
+    for _ in range(500):
+        if batcher.queue_depth == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert batcher.queue_depth == 1
+    before = list(prepared)
+    with pytest.raises(QueueFullError):
+        await speech.synthesize("Refused at once.", params, "en")
+    with pytest.raises(QueueFullError):
+        await speech.open_stream("Refused at once, streamed.", params, "en")
+    assert prepared == before  # neither refusal phonemized or split anything
+    gate.set()
+    await asyncio.gather(running, waiting)
+    batcher.stop()
