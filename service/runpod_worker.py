@@ -13,7 +13,9 @@ Output, without ``stream``: one item, ``{"audio": base64, "format", "sample_rate
 "batch_size"}``. With ``stream``: items ``{"index", "audio", "format", "sample_rate"}`` of at most
 ``CHUNK_BYTES`` of audio each (under the SDK's 1 MB per streamed chunk once base64-encoded), then
 ``{"done": true, "chunks", "duration_s", "format", "sample_rate", "seed", "batch_size"}``. A bad input or a
-refused job yields ``{"error": "..."}``, which the SDK reports as the job's error.
+refused job yields ``{"error": "..."}``, which the SDK reports as the job's error. A job is never refused
+for a full local queue: RunPod's queue holds the backlog, so a job it handed over waits for room (up to
+``CHORUS_REQUEST_TIMEOUT_S``) where an HTTP request would get 429.
 
 The ``runpod`` package is the optional extra ``chorus-tts[runpod]``; nothing else imports it.
 """
@@ -24,8 +26,9 @@ import asyncio
 import base64
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 import msgspec
@@ -78,6 +81,21 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+T = TypeVar("T")
+
+
+async def when_admitted(start: Callable[[], Awaitable[T]], timeout_s: float) -> T:
+    """``start()``, again after each ``QueueFullError`` until it is admitted or ``timeout_s`` would pass."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await start()
+        except QueueFullError as exc:
+            if time.monotonic() + min(exc.retry_after_s, 1.0) > deadline:
+                raise
+            await asyncio.sleep(min(exc.retry_after_s, 1.0))
+
+
 def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]:
     """The SDK's handler: one job in, audio items out (see the module docs for their shapes)."""
 
@@ -101,7 +119,9 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
         fmt, rate_in = request.response_format, info.sample_rate_hz
         try:
             if not request.stream:
-                result = await pipeline.synthesize(text, params, request.language)
+                result = await when_admitted(
+                    lambda: pipeline.synthesize(text, params, request.language), chorus.settings.request_timeout_s
+                )
                 body, rate = await anyio.to_thread.run_sync(
                     encode_audio, result.chunks, fmt, rate_in, request.sample_rate
                 )
@@ -120,7 +140,9 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
                     "batch_size": result.batch_size,
                 }
                 return
-            chunks = await pipeline.open_stream(text, params, request.language)
+            chunks = await when_admitted(
+                lambda: pipeline.open_stream(text, params, request.language), chorus.settings.request_timeout_s
+            )
             encoder = StreamEncoder(fmt, rate_in, request.sample_rate)
             pending = bytearray(encoder.encode(_EMPTY))
             index = samples = batch_size = 0

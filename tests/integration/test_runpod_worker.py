@@ -83,6 +83,39 @@ async def test_concurrent_jobs_share_batches(chorus: ServiceState) -> None:
     assert max(items[0]["batch_size"] for items in results) > 1
 
 
+async def test_jobs_the_platform_handed_over_wait_for_room_instead_of_failing(tiny_backend: Any) -> None:
+    # In queue mode RunPod's own queue holds the backlog: a job it gave this worker must never be failed
+    # for a full local queue (or a wait bound), or the platform's client loses it. A queue of 2 jobs and
+    # 6 jobs of 3 sentences each at once would refuse most of them over HTTP.
+    state = ServiceState(settings=Settings(max_queue=2, max_batch_size=1, max_queue_wait_s=0.001))
+    await bring_up(state, tiny_backend)
+    try:
+        plain = [run_job(state, {"text": f"{TEXT} Job {i}."}) for i in range(3)]
+        streamed = [run_job(state, {"text": f"{TEXT} Stream {i}.", "stream": True}) for i in range(3)]
+        results = await asyncio.gather(*plain, *streamed)
+    finally:
+        assert state.batcher is not None
+        state.batcher.stop(drain=True, timeout_s=10)
+    assert not [item for items in results for item in items if "error" in item]
+    assert all("audio" in items[0] for items in results[:3])
+    assert all(items[-1].get("done") is True for items in results[3:])
+
+
+async def test_waiting_for_room_ends_at_the_request_timeout() -> None:
+    from inference.errors import QueueFullError
+    from service.runpod_worker import when_admitted
+
+    tries = []
+
+    async def refused() -> None:
+        tries.append(1)
+        raise QueueFullError(9, retry_after_s=0.05)
+
+    with pytest.raises(QueueFullError):
+        await when_admitted(refused, timeout_s=0.3)
+    assert 2 <= len(tries) <= 7  # retried after each Retry-After, then given up (as the job's error)
+
+
 @pytest.mark.parametrize(
     ("job_input", "message"),
     [
