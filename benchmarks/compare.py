@@ -38,7 +38,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -513,7 +513,8 @@ def main() -> int:
             group = groups[system]
             previous = running[0]
             if previous is not None and groups[previous] != group:
-                os.killpg(groups[previous], signal.SIGSTOP)
+                with suppress(ProcessLookupError):  # a system that died (left out) has no group left
+                    os.killpg(groups[previous], signal.SIGSTOP)
             os.killpg(group, signal.SIGCONT)
             running[0] = system
 
@@ -562,7 +563,8 @@ def main() -> int:
                 write_results(args.results_dir / f"{name}.json", snapshot(round_index + 1))
                 print(f"round {round_index + 1}/{rounds}: results so far written", file=sys.stderr)
         if running[0] is not None:
-            os.killpg(groups[running[0]], signal.SIGSTOP)
+            with suppress(ProcessLookupError):
+                os.killpg(groups[running[0]], signal.SIGSTOP)
     document = snapshot(rounds)
     rows = document["rows"]
     print(markdown_table(rows))

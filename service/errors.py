@@ -81,11 +81,17 @@ def error_response(
     detail: str,
     *,
     retry_after_s: int | None = None,
+    extra: object = None,
+    headers: dict[str, str] | None = None,
 ) -> Response[dict[str, object]]:
-    """``{"status_code", "detail", "request_id"}`` (Litestar's shape plus the request id)."""
+    """``{"status_code", "detail", "request_id"}`` (Litestar's shape plus the request id; ``extra`` when given)."""
     body: dict[str, object] = {"status_code": status, "detail": detail, "request_id": request_id(request.scope)}
-    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
-    return Response(body, status_code=status, headers=headers)
+    if extra:
+        body["extra"] = extra
+    headers = dict(headers or {})
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(retry_after_s)
+    return Response(body, status_code=status, headers=headers or None)
 
 
 def client_error(exc: HTTPException) -> tuple[str, str | None]:
@@ -118,13 +124,7 @@ def client_error(exc: HTTPException) -> tuple[str, str | None]:
 def _http_error(request: Request, exc: HTTPException) -> Response[dict[str, object]]:  # type: ignore[type-arg]
     """Litestar's shape (``status_code``, ``detail``, ``extra`` when it has one), the detail in plain words."""
     detail, _ = client_error(exc)
-    response = error_response(request, exc.status_code, detail)
-    if exc.extra:
-        assert isinstance(response.content, dict)
-        response.content["extra"] = exc.extra
-    if exc.headers:
-        response.headers.update(exc.headers)
-    return response
+    return error_response(request, exc.status_code, detail, extra=exc.extra, headers=exc.headers)
 
 
 def _inference_error(request: Request, exc: InferenceError) -> Response[dict[str, object]]:  # type: ignore[type-arg]
