@@ -3,7 +3,7 @@
 # Here:  python benchmarks/prepare_gpu_bundle.py      (builds .gpu/ and .whl/, both git-ignored)
 # There: bash benchmarks/gpu_check.sh [gpu_bench.py options]   (carry .gpu and .whl)
 # Prints exactness, raw backend throughput by batch size and precision, and the HTTP service under load.
-#   --compare [compare.py options]: Chorus beside raw, naive FastAPI and LitServe on the GPU (~6 minutes),
+#   --compare [compare.py options]: Chorus beside raw, naive FastAPI and LitServe on the GPU (~6 minutes, estimated),
 #       writing gpu.json, gpu.md and the plots into $OUT (commit them under benchmarks/results/).
 #   --families [gpu_families.py options]: every served family at full size.   --diag: gpu_diag.py.
 set -uo pipefail
