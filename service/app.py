@@ -13,11 +13,14 @@ from types import FrameType
 from typing import Any
 
 import anyio
-from litestar import Litestar, Router
+from litestar import Litestar, Request, Response, Router
 from litestar.config.cors import CORSConfig
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.types import Message, Scope
@@ -25,12 +28,12 @@ from litestar.types import Message, Scope
 from inference.backends.base import Backend
 from service.auth import require_api_key
 from service.engine import bring_up
-from service.errors import exception_handlers, request_id
+from service.errors import exception_handlers, http_error, request_id
 from service.health import start_health_server
 from service.observability import Metrics, observability_middleware
-from service.openai_api import openai_router
+from service.openai_api import openai_route_error, openai_router
 from service.playground import playground_routers
-from service.routes import generate_speech, metrics_route, ping, stats
+from service.routes import generate_speech, metrics_route, ping_routes, stats
 from service.settings import Settings
 from service.state import Phase, ServiceState
 
@@ -50,7 +53,9 @@ def _lifespan(backend: Backend | None) -> Any:
         loader = asyncio.create_task(bring_up(chorus, backend), name="chorus-load")
         health_server = None
         if settings.port_health is not None and settings.port_health != settings.port:
-            health_server = await start_health_server(settings.host, settings.port_health, chorus.health)
+            health_server = await start_health_server(
+                settings.host, settings.port_health, chorus.health, settings.health_paths()
+            )
         restore = _watch_termination(chorus, asyncio.get_running_loop())
         try:
             yield
@@ -116,6 +121,15 @@ async def _send_request_id(message: Message, scope: Scope) -> None:
         message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id(scope).encode())]
 
 
+def _http_error(request: Request, exc: HTTPException) -> Response[dict[str, Any]]:  # type: ignore[type-arg]
+    """An HTTP error that reached the app: under ``/v1`` only the router's own 404 and 405 do (the ``/v1``
+    router handles its routes' errors), and those take OpenAI's shape there too."""
+    path = request.url.path
+    if path == "/v1" or path.startswith("/v1/"):
+        return openai_route_error(request, exc)
+    return http_error(request, exc)
+
+
 def _provide_chorus(state: State) -> ServiceState:
     return state.chorus  # type: ignore[no-any-return]
 
@@ -148,16 +162,29 @@ _DRAIN_S = 5.0
 
 
 class ChorusApp(Litestar):
-    """Litestar, plus one rule at the outermost layer: no answer starts while its request's body is unread.
+    """Litestar, plus two things at the outermost layer, where every answer passes, the router's own 404
+    and 405 included:
 
-    Guards, routing (404/405) and body limits answer before a handler reads the body. granian then closed
-    the keep-alive connection after the answer, and the client's next request on that connection failed
-    with "server disconnected" (under load about once in ten thousand refusals; every time when the body
-    came after the headers). Reading the rest first (up to ``_DRAIN_BYTES`` and ``_DRAIN_S``; past that the
-    connection just closes) keeps the connection usable."""
+    * observability (``service.observability``): every request counted, timed and logged;
+    * no answer starts while its request's body is unread. Guards, routing (404/405) and body limits
+      answer before a handler reads the body. granian then closed the keep-alive connection after the
+      answer, and the client's next request on that connection failed with "server disconnected" (under
+      load about once in ten thousand refusals; every time when the body came after the headers). Reading
+      the rest first (up to ``_DRAIN_BYTES`` and ``_DRAIN_S``; past that the connection just closes) keeps
+      the connection usable."""
+
+    def __init__(self, *, chorus: ServiceState, **options: Any) -> None:
+        super().__init__(**options)
+        self._observed = observability_middleware(self._drain_then_serve, chorus)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # Litestar's own union types
-        if scope["type"] != ScopeType.HTTP or not _has_body(scope):
+        if scope["type"] != ScopeType.HTTP:
+            await super().__call__(scope, receive, send)
+            return
+        await self._observed(scope, receive, send)
+
+    async def _drain_then_serve(self, scope: Any, receive: Any, send: Any) -> None:
+        if not _has_body(scope):
             await super().__call__(scope, receive, send)
             return
         body_read = False
@@ -185,6 +212,18 @@ class ChorusApp(Litestar):
         await super().__call__(scope, tracking_receive, draining_send)
 
 
+async def refuse_encoded_bodies(connection: ASGIConnection, handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    """A compressed request body (``Content-Encoding: gzip`` ...) is refused with 415 naming the encoding,
+    where it used to be parsed as JSON and refused as "not valid JSON". (A coroutine: see ``require_api_key``.)"""
+    encoding = connection.headers.get("content-encoding", "").strip().lower()
+    if encoding and encoding != "identity":
+        raise HTTPException(
+            status_code=415,
+            detail=f"Content-Encoding {encoding!r} is not supported: send the request body uncompressed",
+            headers={"Accept-Encoding": "identity"},
+        )
+
+
 def _has_body(scope: Any) -> bool:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
@@ -202,16 +241,16 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     chorus = ServiceState(settings=settings)
     chorus.metrics = Metrics(chorus)
-    handlers: list[Any] = [ping, stats, metrics_route(settings), generate_speech, openai_router]
+    handlers: list[Any] = [*ping_routes(settings), stats, metrics_route(settings), generate_speech, openai_router]
     if settings.playground:
         handlers += playground_routers()
     return ChorusApp(
+        chorus=chorus,
         route_handlers=handlers,
-        guards=[require_api_key],
+        guards=[require_api_key, refuse_encoded_bodies],
         dependencies={"chorus": Provide(_provide_chorus, sync_to_thread=False)},
-        exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        exception_handlers={**exception_handlers, HTTPException: _http_error},
         lifespan=[_lifespan(backend)],
-        middleware=[observability_middleware],
         before_send=[_send_request_id],
         # Litestar configures the root logger itself (at INFO unless told): it must get the operator's level,
         # or CHORUS_LOG_LEVEL=WARNING would still write an access-log line per request.

@@ -18,6 +18,7 @@ SERVE_FLAGS = {"port": "PORT", "host": "CHORUS_HOST", "model": "CHORUS_MODEL", "
 #: What an unset variable means, where it is not simply "none".
 UNSET_MEANS = {
     "PORT_HEALTH": "unset (= PORT)",
+    "HEALTH_CHECK_PATH": "unset (/ping only)",
     "API_KEY": "unset (no key required)",
     "CHORUS_MODEL": "unset (the embedded voice)",
     "CHORUS_CACHE_DIR": "unset ($XDG_CACHE_HOME/chorus)",

@@ -28,6 +28,7 @@ __all__ = [
     "client_error",
     "error_response",
     "exception_handlers",
+    "http_error",
     "request_id",
 ]
 
@@ -121,7 +122,7 @@ def client_error(exc: HTTPException) -> tuple[str, str | None]:
     return exc.detail, None
 
 
-def _http_error(request: Request, exc: HTTPException) -> Response[dict[str, object]]:  # type: ignore[type-arg]
+def http_error(request: Request, exc: HTTPException) -> Response[dict[str, object]]:  # type: ignore[type-arg]
     """Litestar's shape (``status_code``, ``detail``, ``extra`` when it has one), the detail in plain words."""
     detail, _ = client_error(exc)
     return error_response(request, exc.status_code, detail, extra=exc.extra, headers=exc.headers)
@@ -158,7 +159,7 @@ def _internal(request: Request, exc: Exception) -> Response[dict[str, object]]: 
 
 
 exception_handlers = {
-    HTTPException: _http_error,
+    HTTPException: http_error,
     InferenceError: _inference_error,
     ServiceUnavailableError: _unavailable,
     ClientDisconnectedError: _disconnected,

@@ -24,9 +24,12 @@ def _response(status: int, body: dict[str, str] | None) -> bytes:
 
 
 async def start_health_server(
-    host: str, port: int, health: Callable[[], tuple[int, dict[str, str] | None]], path: str = "/ping"
+    host: str,
+    port: int,
+    health: Callable[[], tuple[int, dict[str, str] | None]],
+    paths: tuple[str, ...] = ("/ping",),
 ) -> asyncio.Server:
-    """Serve ``GET <path>`` with whatever ``health()`` says at the moment of each request."""
+    """Serve ``GET`` (and ``HEAD``) on ``paths`` with whatever ``health()`` says at the moment of each request."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -37,8 +40,10 @@ async def start_health_server(
             parts = request_line.decode("latin-1").split()
             if len(parts) < 2:
                 writer.write(_response(400, {"status": "error", "detail": "malformed request"}))
-            elif parts[1].split("?", 1)[0] != path or parts[0] not in ("GET", "HEAD"):
-                writer.write(_response(404, {"status": "error", "detail": "only GET /ping is served here"}))
+            elif parts[1].split("?", 1)[0].rstrip("/") not in paths or parts[0] not in ("GET", "HEAD"):
+                writer.write(
+                    _response(404, {"status": "error", "detail": f"only GET {' or '.join(paths)} is served here"})
+                )
             else:
                 status, body = health()
                 writer.write(_response(status, None if parts[0] == "HEAD" else body))
@@ -49,5 +54,5 @@ async def start_health_server(
             writer.close()
 
     server = await asyncio.start_server(handle, host, port)
-    log.info("health checks also answered on %s:%d%s", host, port, path)
+    log.info("health checks also answered on %s:%d%s", host, port, " and ".join(paths))
     return server

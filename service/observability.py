@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from service.errors import request_id
 from service.state import ServiceState
 
-__all__ = ["CONTENT_TYPE", "Metrics", "observability_middleware"]
+__all__ = ["CONTENT_TYPE", "Metrics", "observability_middleware", "route_label"]
 
 #: Prometheus' text format; Litestar appends "; charset=utf-8" to every text/* media type itself.
 CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -94,8 +94,25 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def observability_middleware(app: ASGIApp) -> ASGIApp:
-    """Count, time and log every HTTP request (one JSON line; never the text, never a key)."""
+def route_label(path: str, health_paths: tuple[str, ...]) -> str:
+    """The route template a path is counted under: a fixed set, so that no request can add a label."""
+    path = path.rstrip("/") or "/"
+    if path in ROUTES:
+        return path
+    if path in health_paths:
+        return "/ping"  # HEALTH_CHECK_PATH: the same health check, counted and left out of the log alike
+    if path.startswith("/v1/models/"):
+        return "/v1/models/{model}"
+    if path == "/schema" or path.startswith("/schema/"):
+        return "/schema"
+    return "other"
+
+
+def observability_middleware(app: ASGIApp, chorus: ServiceState) -> ASGIApp:
+    """Count, time and log every HTTP request (one JSON line; never the text, never a key).
+
+    It wraps the whole application, not Litestar's route middleware, so that the router's own 404 and 405
+    (which never reach a route's middleware) are counted and logged too."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -103,10 +120,7 @@ def observability_middleware(app: ASGIApp) -> ASGIApp:
             return
         started = time.monotonic()
         status = 500
-        path = scope["path"]
-        route = path if path in ROUTES or path.startswith("/schema") else "other"
-        if route.startswith("/schema"):
-            route = "/schema"
+        route = route_label(scope["path"], chorus.settings.health_paths())
 
         async def send_and_watch(message: Message) -> None:
             nonlocal status
@@ -119,9 +133,7 @@ def observability_middleware(app: ASGIApp) -> ASGIApp:
         finally:
             elapsed = time.monotonic() - started
             state = scope.get("state", {})
-            litestar_app = scope.get("app")
-            chorus = getattr(litestar_app.state, "chorus", None) if litestar_app is not None else None
-            metrics: Metrics | None = getattr(chorus, "metrics", None)
+            metrics: Metrics | None = chorus.metrics
             facts: dict[str, Any] = state.get("synthesis", {})
             if metrics is not None:
                 metrics.requests.labels(route, str(status)).inc()

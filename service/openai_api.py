@@ -28,7 +28,7 @@ from service.schemas import OpenAIErrorBody, audio_spec, error_specs
 from service.state import ServiceState
 from service.synthesis import audio_response, check_format, clean_text, ready_pipeline
 
-__all__ = ["OPENAI_MODEL_ALIASES", "OPENAI_VOICES", "openai_router"]
+__all__ = ["OPENAI_MODEL_ALIASES", "OPENAI_VOICES", "openai_route_error", "openai_router"]
 
 OPENAI_MODEL_ALIASES = ("chorus", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 OPENAI_VOICES = (
@@ -63,7 +63,8 @@ class OpenAIError(HTTPException):
 
 
 _TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-          413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
+          405: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
+          422: "invalid_request_error", 429: "rate_limit_error",
           503: "server_error", 500: "server_error"}  # fmt: skip
 _CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded", 503: "service_unavailable", 500: "server_error"}
 
@@ -76,13 +77,16 @@ def _openai_error(
     param: str | None = None,
     code: str | None = None,
     retry_after_s: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response[dict[str, Any]]:
     if status >= 500:
         message = f"{message} (request id {request_id(request.scope)})"
     body = {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"), "param": param,
                       "code": code or _CODES.get(status)}}  # fmt: skip
-    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
-    return Response(body, status_code=status, headers=headers)
+    headers = dict(headers or {})
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(retry_after_s)
+    return Response(body, status_code=status, headers=headers or None)
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
@@ -91,6 +95,16 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     message, param = client_error(exc)
     retry = (exc.headers or {}).get("Retry-After")
     return _openai_error(request, exc.status_code, message, param=param, retry_after_s=int(retry) if retry else None)
+
+
+def openai_route_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    """The router's own 404 and 405 under ``/v1`` (raised before any route, so the app's handlers get them)
+    in OpenAI's shape, naming what is served."""
+    if exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+        return _openai_error(request, 405, message, headers=exc.headers)
+    served = "POST /v1/audio/speech, GET /v1/models, GET /v1/models/{model}, GET /v1/audio/voices"
+    return _openai_error(request, 404, f"Invalid URL ({request.method} {request.url.path}); Chorus serves {served}")
 
 
 def _inference_error(request: Request[Any, Any, Any], exc: InferenceError) -> Response[dict[str, Any]]:
@@ -147,7 +161,7 @@ def resolve_voice(info: ModelInfo, voice: str) -> str | None:
     summary="OpenAI-compatible text to speech (streams by default)",
     responses={
         200: audio_spec("audio/mpeg", "The audio (audio/mpeg unless response_format asks for another)"),
-        **error_specs(OpenAIErrorBody, 400, 401, 404, 422, 429, 499, 500, 503, 504),
+        **error_specs(OpenAIErrorBody, 400, 401, 404, 415, 422, 429, 499, 500, 503, 504),
     },
 )
 async def create_speech(data: SpeechRequest, request: Request[Any, Any, Any], chorus: ServiceState) -> Response[Any]:
@@ -186,13 +200,23 @@ async def create_speech(data: SpeechRequest, request: Request[Any, Any, Any], ch
 async def list_models(chorus: ServiceState) -> dict[str, Any]:
     """Every name that selects the served model."""
     ready_pipeline(chorus)
+    return {"object": "list", "data": [_model_object(chorus, name) for name in served_models(chorus)]}
+
+
+@get(
+    "/models/{model_id:str}",
+    summary="One served model (OpenAI's retrieve shape)",
+    responses=error_specs(OpenAIErrorBody, 401, 404, 503),
+)
+async def retrieve_model(chorus: ServiceState, model_id: str) -> dict[str, Any]:
+    """``client.models.retrieve(name)``: the model a name selects, or 404 ``model_not_found``."""
+    pipeline_for_model(chorus, model_id)
+    return _model_object(chorus, model_id)
+
+
+def _model_object(chorus: ServiceState, name: str) -> dict[str, Any]:
     created = int(time.time() - (time.monotonic() - chorus.started_at))
-    return {
-        "object": "list",
-        "data": [
-            {"id": name, "object": "model", "created": created, "owned_by": "chorus"} for name in served_models(chorus)
-        ],
-    }
+    return {"id": name, "object": "model", "created": created, "owned_by": "chorus"}
 
 
 @get(
@@ -215,7 +239,7 @@ async def list_voices(chorus: ServiceState, model: str | None = None) -> dict[st
 
 openai_router = Router(
     path="/v1",
-    route_handlers=[create_speech, list_models, list_voices],
+    route_handlers=[create_speech, list_models, retrieve_model, list_voices],
     opt={"bearer": True},
     exception_handlers={
         HTTPException: _http_error,

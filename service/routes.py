@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, Response, get, post
+import msgspec
+from litestar import MediaType, Request, Response, get, head, post
 from litestar.openapi.datastructures import ResponseSpec
 
 from service.observability import CONTENT_TYPE
@@ -13,25 +14,41 @@ from service.settings import Settings
 from service.state import ServiceState
 from service.synthesis import audio_response, check_format, clean_text, generate_params, pipeline_for_language
 
-__all__ = ["generate_speech", "ping", "stats"]
+__all__ = ["generate_speech", "metrics_route", "ping_routes", "stats"]
 
 
-@get(
-    "/ping",
-    opt={"auth": False},
-    summary="Health: 204 loading, 200 ready, 503 failed or draining",
-    responses={
-        204: ResponseSpec(data_container=None, description="Loading (no body)"),
-        503: ResponseSpec(data_container=Health, description="Failed, stuck or draining", generate_examples=False),
-    },
-)
-async def ping(chorus: ServiceState) -> Response[Health]:
-    """RunPod's health check: a bare 204 while the model loads, then 200 ``{"status":"ok"}``."""
-    status, body = chorus.health()
-    if status == 204:
-        return Response(None, status_code=204)  # type: ignore[arg-type]
-    assert body is not None
-    return Response(Health(**body), status_code=status)
+def ping_routes(settings: Settings) -> list[Any]:
+    """``GET /ping`` (and ``HEALTH_CHECK_PATH`` when RunPod polls another path), and ``HEAD`` on the same
+    paths for monitors that probe with it: the same status, no body."""
+    paths = list(settings.health_paths())
+
+    @get(
+        paths,
+        opt={"auth": False},
+        summary="Health: 204 loading, 200 ready, 503 failed or draining",
+        responses={
+            204: ResponseSpec(data_container=None, description="Loading (no body)"),
+            503: ResponseSpec(data_container=Health, description="Failed, stuck or draining", generate_examples=False),
+        },
+    )
+    async def ping(chorus: ServiceState) -> Response[Health]:
+        """RunPod's health check: a bare 204 while the model loads, then 200 ``{"status":"ok"}``."""
+        status, body = chorus.health()
+        if status == 204:
+            return Response(None, status_code=204)  # type: ignore[arg-type]
+        assert body is not None
+        return Response(Health(**body), status_code=status)
+
+    @head(paths, opt={"auth": False}, include_in_schema=False)
+    async def ping_head(chorus: ServiceState) -> Response[None]:
+        status, body = chorus.health()
+        if status == 204 or body is None:
+            return Response(None, status_code=status)
+        # The headers GET would send, its Content-Length included; HEAD sends no body.
+        length = str(len(msgspec.json.encode(Health(**body))))
+        return Response(None, status_code=status, media_type=MediaType.JSON, headers={"Content-Length": length})
+
+    return [ping, ping_head]
 
 
 @get(
@@ -65,7 +82,7 @@ def metrics_route(settings: Settings) -> Any:
     summary="Synthesize speech (WAV by default; streamed with stream=true)",
     responses={
         200: audio_spec("audio/wav", "The audio (audio/wav unless response_format asks for another)"),
-        **error_specs(ErrorBody, 401, 413, 422, 429, 499, 500, 503, 504),
+        **error_specs(ErrorBody, 401, 413, 415, 422, 429, 499, 500, 503, 504),
     },
 )
 async def generate_speech(

@@ -90,6 +90,7 @@ _ERROR_DESCRIPTIONS = {
     401: "API key missing or invalid",
     404: "Unknown model",
     413: "Body over 1 MiB",
+    415: "Compressed body (Content-Encoding): send it uncompressed",
     422: "Well-formed but not servable: empty text, unknown language, voice or format",
     429: "Queue full; see Retry-After",
     499: "Client closed the connection",

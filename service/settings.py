@@ -27,6 +27,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: Port = 8000
     #: PORT_HEALTH: where /ping also answers when it differs from PORT.
     port_health: Port | None = None
+    #: HEALTH_CHECK_PATH: RunPod's own setting that moves its health check off /ping; the health check is
+    #: then answered there as well as on /ping.
+    health_check_path: Annotated[str, msgspec.Meta(pattern=r"^/[A-Za-z0-9._~/-]{0,200}$")] | None = None
     #: HOST (CHORUS_HOST): the address to bind; RunPod needs 0.0.0.0.
     host: str = "0.0.0.0"
     #: API_KEY: comma-separated keys; empty or unset means no key is required.
@@ -133,7 +136,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         except msgspec.ValidationError as exc:
             raise SettingsError(_explain(str(exc))) from None
         settings.model_routes()  # refuses a malformed CHORUS_MODELS now, not at load time
+        settings.health_paths()
         return settings
+
+    def health_paths(self) -> tuple[str, ...]:
+        """Where the health check answers: ``/ping``, and ``HEALTH_CHECK_PATH`` when RunPod is told to poll
+        another path (refused when it would shadow one of Chorus's own routes)."""
+        path = (self.health_check_path or "/ping").rstrip("/") or "/"
+        if path == "/ping":
+            return ("/ping",)
+        if path in _OWN_PATHS or path.startswith(_OWN_PREFIXES):
+            raise SettingsError(f"HEALTH_CHECK_PATH: {path} is one of Chorus's own routes; pick another path")
+        return ("/ping", path)
 
     def model_routes(self) -> list[tuple[str, str]]:
         """CHORUS_MODELS as (language, model) pairs; empty when one model (CHORUS_MODEL) is served."""
@@ -153,6 +167,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 ENV_NAMES: dict[str, str] = {
     "PORT": "port",
     "PORT_HEALTH": "port_health",
+    "HEALTH_CHECK_PATH": "health_check_path",
     "CHORUS_HOST": "host",
     "API_KEY": "api_keys",
     "CHORUS_MODEL": "model",
@@ -187,6 +202,8 @@ _FIELD_TO_ENV = {field: name for name, field in ENV_NAMES.items()}
 _CHORUS_NAMES = [n for n in ENV_NAMES if n.startswith("CHORUS_")]
 _LIST_FIELDS = {"api_keys", "languages", "cors_origins", "models"}
 _BOOL_FIELDS = {"playground"}
+_OWN_PATHS = {"/", "/generate", "/stats", "/metrics", "/playground", "/v1", "/schema"}
+_OWN_PREFIXES = ("/v1/", "/schema/", "/playground/")
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import shutil
@@ -42,7 +43,12 @@ def server(tiny_vits_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture(scope="module")
 def keyed_server(tiny_vits_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     health_port = free_port()
-    env = {"CHORUS_MODEL": str(tiny_vits_dir), "API_KEY": f"{KEY},second-key", "PORT_HEALTH": str(health_port)}
+    env = {
+        "CHORUS_MODEL": str(tiny_vits_dir),
+        "API_KEY": f"{KEY},second-key",
+        "PORT_HEALTH": str(health_port),
+        "HEALTH_CHECK_PATH": "/healthz",  # RunPod's setting: its balancer then polls this path
+    }
     with running_server(tmp_path_factory.mktemp("e2e-keyed"), env) as running:
         running.health_port = health_port  # type: ignore[attr-defined]
         yield running
@@ -171,11 +177,27 @@ def test_auth_rules_over_http(keyed_server: Server) -> None:
 
 
 def test_ping_answers_on_the_health_port_too(keyed_server: Server) -> None:
-    health_url = f"http://127.0.0.1:{keyed_server.health_port}/ping"  # type: ignore[attr-defined]
-    with urllib.request.urlopen(health_url, timeout=5) as response:
-        assert response.status == 200
-        assert json.loads(response.read()) == {"status": "ok"}
+    for port in (keyed_server.port, keyed_server.health_port):  # type: ignore[attr-defined]
+        for path in ("/ping", "/healthz"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                assert response.status == 200
+                assert json.loads(response.read()) == {"status": "ok"}
     assert http_status(f"http://127.0.0.1:{keyed_server.health_port}/other") == 404  # type: ignore[attr-defined]
+
+
+def test_head_on_the_health_check_keeps_the_connection_usable(keyed_server: Server) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", keyed_server.port, timeout=10)
+    try:
+        for path in ("/ping", "/healthz"):
+            connection.request("HEAD", path)
+            head = connection.getresponse()
+            assert (head.status, head.read()) == (200, b"")
+            assert head.getheader("content-length") == "15"
+            connection.request("GET", path)  # the same connection: HEAD's Content-Length announced no body
+            got = connection.getresponse()
+            assert (got.status, got.read()) == (200, b'{"status":"ok"}')
+    finally:
+        connection.close()
 
 
 # ---------------------------------------------------------------------------------------------- lifecycle

@@ -209,3 +209,29 @@ def test_models_and_voices_are_listed(client: openai.OpenAI, server: Server) -> 
     voices = httpx.get(server.url + "/v1/audio/voices", headers={"X-API-Key": KEY}).json()
     assert voices["data"][0]["default"] is True
     assert voices["aliases"]["alloy"] == voices["data"][0]["id"]
+
+
+def test_a_model_is_retrieved_by_any_of_its_names(client: openai.OpenAI) -> None:
+    for name in ("tts-1", "chorus", client.models.list().data[0].id):
+        model = client.models.retrieve(name)
+        assert (model.id, model.object, model.owned_by) == (name, "model", "chorus")
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("whisper-1")
+    assert missing.value.body["code"] == "model_not_found"  # type: ignore[index]
+
+
+def test_unknown_v1_routes_and_methods_are_refused_in_openai_shape(server: Server) -> None:
+    headers = {"X-API-Key": KEY}
+    # Clients written for OpenAI probe routes Chorus does not serve: they must get errors they can parse.
+    unknown = httpx.post(server.url + "/v1/audio/transcriptions", headers=headers)
+    assert unknown.status_code == 404
+    error = unknown.json()["error"]
+    assert error["message"].startswith("Invalid URL (POST /v1/audio/transcriptions)")
+    assert "POST /v1/audio/speech" in error["message"]
+    assert error["type"] == "invalid_request_error"
+    wrong_method = httpx.get(server.url + "/v1/audio/speech", headers=headers)
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["message"] == "GET is not allowed on /v1/audio/speech"
+    assert "POST" in wrong_method.headers["allow"]
+    # Outside /v1 the service keeps its own shape.
+    assert httpx.get(server.url + "/no-such-route", headers=headers).json()["status_code"] == 404

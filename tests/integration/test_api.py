@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import re
 import threading
 import wave
 from collections.abc import AsyncIterator
@@ -80,6 +82,30 @@ async def test_ping_is_a_bare_204_while_loading_then_200(tiny_backend: Any) -> N
         await wait_ready(client)
         ready = await client.get("/ping")
         assert ready.json() == {"status": "ok"}
+
+
+async def test_head_and_runpods_health_check_path_answer_like_ping_in_every_phase(tiny_backend: Any) -> None:
+    gated = GatedBackend(tiny_backend)
+    app = create_app(Settings(health_check_path="/health", api_keys=(KEY,)), backend=gated)  # type: ignore[arg-type]
+    async with AsyncTestClient(app) as client:
+        for path in ("/ping", "/health", "/health/"):
+            assert (await client.get(path)).status_code == 204
+            loading = await client.head(path)
+            assert (loading.status_code, loading.content) == (204, b"")
+        gated.gate.set()
+        await wait_ready(client)
+        for path in ("/ping", "/health"):
+            ready = await client.get(path)  # no key: RunPod's balancer never sends the app's key
+            assert (ready.status_code, ready.json()) == (200, {"status": "ok"})
+            head = await client.head(path)
+            assert (head.status_code, head.content) == (200, b"")
+            assert head.headers["content-length"] == str(len(ready.content))  # what GET would send
+            assert head.headers["content-type"] == "application/json"
+        metrics = (await client.get("/metrics", headers={"X-API-Key": KEY})).text
+        counted = re.search(r'chorus_requests_total\{route="/ping",status="204"\} (\d+)', metrics)
+        assert counted is not None
+        assert int(counted.group(1)) >= 6  # /health and HEAD counted as the health check they are
+        assert 'route="other"' not in metrics
 
 
 async def test_a_model_that_fails_to_load_answers_503_never_200(tmp_path: Path) -> None:
@@ -214,6 +240,20 @@ async def test_the_routers_own_404_and_405_carry_the_request_id(client: AsyncTes
         assert response.headers["x-request-id"] == f"id-{status}"
         assert response.json()["request_id"] == f"id-{status}"
     assert "POST" in response.headers["allow"]  # Litestar's own headers are kept
+
+
+async def test_a_compressed_body_gets_415_naming_the_encoding(client: AsyncTestClient[Any]) -> None:
+    body = gzip.compress(b'{"text": "hello"}')
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    response = await client.post("/generate", content=body, headers=headers)
+    assert response.status_code == 415  # was 400 "not valid JSON", which sent people looking for a JSON bug
+    assert response.json()["detail"] == "Content-Encoding 'gzip' is not supported: send the request body uncompressed"
+    assert response.headers["accept-encoding"] == "identity"
+    openai_style = await client.post("/v1/audio/speech", content=body, headers=headers)
+    assert openai_style.status_code == 415
+    assert openai_style.json()["error"]["message"].startswith("Content-Encoding 'gzip' is not supported")
+    identity = {**headers, "Content-Encoding": "identity"}
+    assert (await client.post("/generate", json={"text": "hello"}, headers=identity)).status_code == 200
 
 
 async def test_a_body_over_1_mib_gets_413(client: AsyncTestClient[Any]) -> None:

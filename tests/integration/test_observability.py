@@ -102,3 +102,18 @@ async def test_log_level_setting_reaches_the_access_log(tiny_backend: Any) -> No
     finally:
         root.setLevel(level)
         root.handlers[:] = handlers
+
+
+async def test_requests_are_counted_under_route_templates_never_raw_paths(client: AsyncTestClient[Any]) -> None:
+    headers = {"X-API-Key": KEY}
+    assert (await client.get("/v1/models/tts-1", headers=headers)).status_code == 200
+    assert (await client.get("/v1/models/no-such-model", headers=headers)).status_code == 404
+    for path in ("/random-1", "/random-2", "/generate/../x"):
+        await client.get(path, headers=headers)
+    text = (await client.get("/metrics", headers=headers)).text
+    assert sample(text, "chorus_requests_total", route="/v1/models/{model}", status="200") == 1
+    assert sample(text, "chorus_requests_total", route="/v1/models/{model}", status="404") == 1
+    assert sample(text, "chorus_requests_total", route="other", status="404") == 3  # one label, not three
+    assert "no-such-model" not in text
+    assert "random" not in text
+

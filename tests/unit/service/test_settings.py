@@ -82,3 +82,30 @@ def test_cache_dir_follows_xdg_unless_set(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("XDG_CACHE_HOME", "/tmp/xdg")
     assert str(Settings.from_env({}).resolved_cache_dir) == "/tmp/xdg/chorus"
     assert str(Settings.from_env({"CHORUS_CACHE_DIR": "/srv/c"}).resolved_cache_dir) == "/srv/c"
+
+
+@pytest.mark.parametrize(
+    ("value", "paths"),
+    [
+        (None, ("/ping",)),
+        ("/ping", ("/ping",)),
+        ("/ping/", ("/ping",)),
+        ("/health", ("/ping", "/health")),
+        ("/internal/health/", ("/ping", "/internal/health")),
+    ],
+)
+def test_runpods_health_check_path_is_answered_beside_ping(value: str | None, paths: tuple[str, ...]) -> None:
+    env = {} if value is None else {"HEALTH_CHECK_PATH": value}
+    assert Settings.from_env(env).health_paths() == paths
+
+
+@pytest.mark.parametrize("value", ["/generate", "/v1/models", "/metrics/", "/", "/schema/openapi.json"])
+def test_a_health_check_path_on_one_of_chorus_routes_is_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match="HEALTH_CHECK_PATH: .* is one of Chorus's own routes"):
+        Settings.from_env({"HEALTH_CHECK_PATH": value})
+
+
+@pytest.mark.parametrize("value", ["health", "/health?x=1", "/he alth", "/{model}"])
+def test_a_malformed_health_check_path_names_the_variable(value: str) -> None:
+    with pytest.raises(SettingsError, match="HEALTH_CHECK_PATH"):
+        Settings.from_env({"HEALTH_CHECK_PATH": value})
