@@ -51,6 +51,8 @@ class SpeechRequest(msgspec.Struct, kw_only=True):
     #: Chorus extensions (``extra_body`` in the openai client): reproducible and noise-controlled speech.
     seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
+    #: "markdown" (default: LLM answers are read without "asterisk") or "plain" (every character as written).
+    text_format: Literal["markdown", "plain"] = "markdown"
 
 
 class OpenAIError(HTTPException):
@@ -171,7 +173,7 @@ async def create_speech(data: SpeechRequest, request: Request[Any, Any, Any], ch
     voice = resolve_voice(info, data.voice)
     try:
         fmt = check_format(data.response_format)
-        text = clean_text(data.input, 4096, field="input")
+        text = clean_text(data.input, 4096, field="input", text_format=data.text_format)
     except HTTPException as exc:
         param = "response_format" if "response_format" in exc.detail else "input"
         raise OpenAIError(exc.status_code, exc.detail, param=param) from None

@@ -91,7 +91,8 @@ async def generate_speech(
     """Synthesize ``text``; a complete file with the batch facts in ``X-*`` headers, or a stream."""
     pipeline = pipeline_for_language(chorus, data.language)
     settings = chorus.settings
-    text = clean_text(data.text, settings.max_stream_chars if data.stream else settings.max_text_chars)
+    limit = settings.max_stream_chars if data.stream else settings.max_text_chars
+    text = clean_text(data.text, limit, text_format=data.text_format)
     fmt = check_format(data.response_format)
     params = generate_params(data)
     return await audio_response(

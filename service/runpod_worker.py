@@ -70,7 +70,7 @@ def parse_input(raw: object, settings: Settings) -> GenerateRequest:
         raise JobInputError(f"invalid input: {message}") from None
     limit = settings.max_stream_chars if request.stream else settings.max_text_chars
     try:
-        clean_text(request.text, limit)
+        clean_text(request.text, limit, text_format=request.text_format)
         check_format(request.response_format)
     except HTTPException as exc:
         raise JobInputError(str(exc.detail)) from None
@@ -113,7 +113,7 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
             yield {"error": str(exc.detail)}
             return
         info = pipeline.backend.info
-        text = clean_text(request.text, sys.maxsize)
+        text = clean_text(request.text, sys.maxsize, text_format=request.text_format)
         params = generate_params(request)
         seed = params.seed
         fmt, rate_in = request.response_format, info.sample_rate_hz

@@ -19,6 +19,7 @@ from litestar.response import Stream
 from inference.audio.formats import FORMATS, StreamEncoder, encode_audio, media_type
 from inference.backends.base import SynthesisParams
 from inference.speech import SpeechPipeline
+from inference.text import speakable_markdown
 from service.errors import ClientDisconnectedError, ServiceUnavailableError, UnprocessableError
 from service.schemas import GenerateRequest
 from service.state import Phase, ServiceState
@@ -68,10 +69,18 @@ def generate_params(data: GenerateRequest) -> SynthesisParams:
     )
 
 
-def clean_text(text: str, limit: int, field: str = "text") -> str:
-    """Refuse text over the limit or with nothing in it; control characters become spaces or vanish."""
+def clean_text(text: str, limit: int, field: str = "text", *, text_format: str = "plain") -> str:
+    """Refuse text over the limit (counted as sent) or with nothing in it; Markdown read as a person would
+    read it aloud (``text_format="markdown"``, ``inference.text.markdown``); control characters become
+    spaces or vanish."""
     if len(text) > limit:
         raise UnprocessableError(f"{field} is {len(text)} characters long; the limit is {limit}")
+    if text_format == "markdown" and text.strip():
+        text = speakable_markdown(text)
+        if not text.strip():
+            raise UnprocessableError(
+                f'{field} has nothing to say once its Markdown is read; send text_format "plain" to say it as written'
+            )
     cleaned = "".join(
         " " if ch in "\r\n\t\v\f" else ch for ch in text if ch in "\r\n\t\v\f" or unicodedata.category(ch)[0] != "C"
     )

@@ -255,6 +255,27 @@ def test_the_default_voice_over_http_is_intelligible_and_noise_is_not(voice_serv
     assert word_error_rate(SENTENCES, noise_heard) > 0.10
 
 
+def test_markdown_is_read_as_words_not_symbols(voice_server: Server, whisper: Any) -> None:
+    """What an LLM writes: espeak-ng says "asterisk" for every ``*`` unless the Markdown is read first."""
+    text = "I **really** mean it. See [the docs](https://example.com/docs) now."
+
+    def heard(text_format: str) -> str:
+        request = urllib.request.Request(
+            voice_server.url + "/generate",
+            data=json.dumps({"text": text, "seed": 7, "text_format": text_format}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return " ".join(normalise(transcribe(whisper, response.read())))
+
+    as_markdown, as_written = heard("markdown"), heard("plain")
+    assert "asterisk" in as_written  # the failure this guards against: espeak reads the symbols
+    assert "example" in as_written
+    assert "asterisk" not in as_markdown, as_markdown
+    assert "example" not in as_markdown, as_markdown
+    assert word_error_rate(["I really mean it. See the docs now."], [as_markdown]) <= 0.25, as_markdown
+
+
 def log_mel_db(audio: np.ndarray, rate: int) -> np.ndarray:
     from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 

@@ -330,6 +330,32 @@ async def test_cors_is_off_unless_origins_are_configured(tiny_backend: Any) -> N
         assert other.headers.get("access-control-allow-origin") != "https://evil.example"
 
 
+async def test_markdown_is_read_as_its_words_unless_plain_is_asked_for(client: AsyncTestClient[Any]) -> None:
+    async def audio(body: dict[str, Any], route: str = "/generate") -> bytes:
+        response = await client.post(route, json={"seed": 3, "temperature": 0, **body})
+        assert response.status_code == 200, response.text
+        return response.content
+
+    words = await audio({"text": "Hello there.\nGood morning"})
+    marked = "# Hello there\n[Good](https://example.com/x) **morning**"
+    assert await audio({"text": marked}) == words  # the default: the same audio as its words
+    assert await audio({"text": marked, "stream": True}) == await audio(
+        {"text": "Hello there.\nGood morning", "stream": True}
+    )
+    literal = await audio({"text": marked, "text_format": "plain"})
+    assert len(literal) > len(words)  # the address is spelled out as written
+    openai = {"model": "tts-1", "response_format": "wav"}
+    assert await audio({**openai, "input": marked}, "/v1/audio/speech") == await audio(
+        {**openai, "input": "Hello there.\nGood morning"}, "/v1/audio/speech"
+    )
+    only_markup = await client.post("/generate", json={"text": "---\n\n***"})
+    assert only_markup.status_code == 422
+    assert 'send text_format "plain"' in only_markup.json()["detail"]
+    refused = await client.post("/generate", json={"text": "hi", "text_format": "html"})
+    assert refused.status_code == 400
+    assert "text_format" in refused.json()["detail"]
+
+
 async def test_characters_the_model_cannot_say_are_reported(client: AsyncTestClient[Any]) -> None:
     response = await client.post("/generate", json={"text": "Pay $5 to Straße ☃ now, 42 times!"})
     assert response.status_code == 200

@@ -116,4 +116,3 @@ async def test_requests_are_counted_under_route_templates_never_raw_paths(client
     assert sample(text, "chorus_requests_total", route="other", status="404") == 3  # one label, not three
     assert "no-such-model" not in text
     assert "random" not in text
-

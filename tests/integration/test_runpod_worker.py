@@ -128,6 +128,8 @@ async def test_waiting_for_room_ends_at_the_request_timeout() -> None:
         ({"text": "Hi", "response_format": "ogg"}, "response_format 'ogg' is not supported"),
         ({"text": "Hi", "language": "fr"}, "language 'fr' is not served"),
         ({"text": "Hi", "voice": "nobody"}, "nobody"),
+        ({"text": "***"}, "nothing to say once its Markdown is read"),
+        ({"text": "Hi", "text_format": "ssml"}, "input.text_format"),
     ],
 )
 async def test_bad_input_is_one_error_naming_the_problem(chorus: ServiceState, job_input: object, message: str) -> None:
