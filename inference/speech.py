@@ -24,6 +24,7 @@ from inference.backends.base import Backend, SynthesisJob, SynthesisParams
 from inference.batcher import BatchGroup, Completed, MicroBatcher
 from inference.errors import InvalidTextError, QueueFullError
 from inference.text import split_sentences
+from inference.text.ssml import Segment, SsmlText
 
 __all__ = ["SpeechPipeline", "SpeechResult"]
 
@@ -31,6 +32,17 @@ _MAX_SEED = 2**63 - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 #: A request alone on the pipeline with at most this much text is prepared on the event loop.
 _INLINE_PREPARE_CHARS = 400
+_MIN_SPEED, _MAX_SPEED = 0.25, 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Sentence:
+    """One sentence chunk to prepare, with its own parameters (an SSML rate) and the silence around it."""
+
+    text: str
+    params: SynthesisParams
+    pause_before_s: float = 0.0
+    pause_after_s: float = 0.0
 
 
 def job_seed(seed: int, index: int) -> int:
@@ -83,22 +95,50 @@ class SpeechPipeline:
 
     # ------------------------------------------------------------------ preparation
 
-    def _prepare_sentence(self, sentence: str, params: SynthesisParams, first_index: int) -> list[SynthesisJob]:
+    def _sentences(self, text: str | SsmlText, params: SynthesisParams, language: str) -> list[_Sentence]:
+        """The sentence chunks of a text, or of each SSML segment (at its rate, breaks kept as pauses)."""
+        segments = text.segments if isinstance(text, SsmlText) else (Segment(text),)
+        out: list[_Sentence] = []
+        for segment in segments:
+            speed = min(_MAX_SPEED, max(_MIN_SPEED, params.speed * segment.rate))
+            segment_params = params if speed == params.speed else replace(params, speed=speed)
+            parts = split_sentences(segment.text, language, self.max_chunk_chars)
+            for i, sentence in enumerate(parts):
+                before = segment.pause_before_s if i == 0 else 0.0
+                after = segment.pause_after_s if i == len(parts) - 1 else 0.0
+                out.append(_Sentence(sentence, segment_params, before, after))
+        return out
+
+    def _prepare_sentence(
+        self, sentence: str, params: SynthesisParams, first_index: int, pauses: tuple[float, float] = (0.0, 0.0)
+    ) -> list[SynthesisJob]:
         try:
             jobs = self.backend.prepare(sentence, params)
         except InvalidTextError:
             return []  # a sentence of only emoji among real ones is skipped, not fatal
+        last = len(jobs) - 1
         return [
-            replace(job, params=replace(job.params, seed=job_seed(params.seed, first_index + i)), model=self.model_key)
+            replace(
+                job,
+                params=replace(job.params, seed=job_seed(params.seed, first_index + i)),
+                model=self.model_key,
+                pause_before_s=pauses[0] if i == 0 else 0.0,
+                pause_after_s=pauses[1] if i == last else 0.0,
+            )
             for i, job in enumerate(jobs)
         ]
 
-    def prepare(self, text: str, params: SynthesisParams, language: str) -> list[list[SynthesisJob]]:
+    def _prepare(self, sentence: _Sentence, first_index: int) -> list[SynthesisJob]:
+        return self._prepare_sentence(
+            sentence.text, sentence.params, first_index, (sentence.pause_before_s, sentence.pause_after_s)
+        )
+
+    def prepare(self, text: str | SsmlText, params: SynthesisParams, language: str) -> list[list[SynthesisJob]]:
         """Jobs per sentence (blocking: call it off the event loop). Raises when nothing can be said."""
         out: list[list[SynthesisJob]] = []
         count = 0
-        for sentence in split_sentences(text, language, self.max_chunk_chars):
-            jobs = self._prepare_sentence(sentence, params, count)
+        for sentence in self._sentences(text, params, language):
+            jobs = self._prepare(sentence, count)
             if jobs:
                 out.append(jobs)
                 count += len(jobs)
@@ -108,13 +148,13 @@ class SpeechPipeline:
 
     # ------------------------------------------------------------------ whole requests
 
-    async def synthesize(self, text: str, params: SynthesisParams, language: str) -> SpeechResult:
+    async def synthesize(self, text: str | SsmlText, params: SynthesisParams, language: str) -> SpeechResult:
         """All chunks of a request, admitted together (or refused together with ``QueueFullError``)."""
         deadline = time.monotonic() + self.request_timeout_s
         self.batcher.check_admission()  # overload is refused before the text costs any work
         self._requests += 1
         try:
-            if self._requests == 1 and len(text) <= _INLINE_PREPARE_CHARS:
+            if self._requests == 1 and isinstance(text, str) and len(text) <= _INLINE_PREPARE_CHARS:
                 # Alone: prepared right here, no trip to a thread and back (two wake-ups of the loop).
                 unsaid, per_sentence = self._unsaid_and_prepare(text, params, language)
             else:
@@ -124,32 +164,33 @@ class SpeechPipeline:
             done = await self.batcher.run(jobs, deadline=deadline)
         finally:
             self._requests -= 1
-        return replace(_result(done, self.backend.info.sample_rate_hz), unsaid=unsaid)
+        return replace(_result(jobs, done, self.backend.info.sample_rate_hz), unsaid=unsaid)
 
     def _unsaid_and_prepare(
-        self, text: str, params: SynthesisParams, language: str
+        self, text: str | SsmlText, params: SynthesisParams, language: str
     ) -> tuple[str, list[list[SynthesisJob]]]:
-        return self.backend.unsayable(text), self.prepare(text, params, language)
+        plain = text.text if isinstance(text, SsmlText) else text
+        return self.backend.unsayable(plain), self.prepare(text, params, language)
 
     # ------------------------------------------------------------------ streams
 
     async def open_stream(
-        self, text: str, params: SynthesisParams, language: str
+        self, text: str | SsmlText, params: SynthesisParams, language: str
     ) -> AsyncIterator[Completed[npt.NDArray[np.float32]]]:
         """Admit the first chunk now (so overload is refused before any byte is sent) and return the rest
         as an async iterator of chunk results, in text order."""
         deadline = time.monotonic() + self.request_timeout_s
         self.batcher.check_admission()
-        sentences = await anyio.to_thread.run_sync(split_sentences, text, language, self.max_chunk_chars)
+        sentences = await anyio.to_thread.run_sync(self._sentences, text, params, language)
         pending = deque(sentences)
         first: list[SynthesisJob] = []
         while pending and not first:
-            first = await anyio.to_thread.run_sync(self._prepare_sentence, pending.popleft(), params, 0)
+            first = await anyio.to_thread.run_sync(self._prepare, pending.popleft(), 0)
         if not first:
             raise InvalidTextError
         group = BatchGroup(progressive=True)
         head = self.batcher.enqueue(first, group=group, deadline=deadline)  # QueueFullError here becomes a 429
-        return self._follow(asyncio.ensure_future(head.wait()), group, pending, params, len(first), deadline)
+        return self._follow((asyncio.ensure_future(head.wait()), first), group, pending, len(first), deadline)
 
     async def _submit(
         self, jobs: list[SynthesisJob], group: BatchGroup, deadline: float
@@ -165,28 +206,30 @@ class SpeechPipeline:
 
     async def _follow(
         self,
-        head: asyncio.Future[list[Completed[npt.NDArray[np.float32]]]],
+        head: tuple[asyncio.Future[list[Completed[npt.NDArray[np.float32]]]], list[SynthesisJob]],
         group: BatchGroup,
-        pending: deque[str],
-        params: SynthesisParams,
+        pending: deque[_Sentence],
         next_index: int,
         deadline: float,
     ) -> AsyncIterator[Completed[npt.NDArray[np.float32]]]:
-        in_flight: deque[asyncio.Future[list[Completed[npt.NDArray[np.float32]]]]] = deque([head])
+        in_flight: deque[tuple[asyncio.Future[list[Completed[npt.NDArray[np.float32]]]], list[SynthesisJob]]]
+        in_flight = deque([head])
+        rate_hz = self.backend.info.sample_rate_hz
         try:
             while in_flight:
                 while pending and len(in_flight) < self.stream_window:
-                    jobs = await anyio.to_thread.run_sync(self._prepare_sentence, pending.popleft(), params, next_index)
+                    jobs = await anyio.to_thread.run_sync(self._prepare, pending.popleft(), next_index)
                     if jobs:
                         next_index += len(jobs)
-                        in_flight.append(asyncio.ensure_future(self._submit(jobs, group, deadline)))
-                for done in await in_flight.popleft():
-                    yield replace(done, value=soften_edges(done.value, self.backend.info.sample_rate_hz))
+                        in_flight.append((asyncio.ensure_future(self._submit(jobs, group, deadline)), jobs))
+                future, jobs = in_flight.popleft()
+                for job, done in zip(jobs, await future, strict=True):
+                    yield replace(done, value=with_pauses(job, soften_edges(done.value, rate_hz), rate_hz))
         finally:
             # The client went away (or the stream failed): drop every chunk not yet synthesized.
-            for future in in_flight:
+            for future, _ in in_flight:
                 future.cancel()
-            for future in in_flight:
+            for future, _ in in_flight:
                 with contextlib.suppress(BaseException):
                     await future
 
@@ -207,6 +250,15 @@ def soften_edges(audio: npt.NDArray[np.float32], rate_hz: int, fade_s: float = 0
     return out
 
 
+def with_pauses(job: SynthesisJob, audio: npt.NDArray[np.float32], rate_hz: int) -> npt.NDArray[np.float32]:
+    """``audio`` with the silence an SSML ``<break>`` asked for before and after it."""
+    if not job.pause_before_s and not job.pause_after_s:
+        return audio
+    before = np.zeros(round(job.pause_before_s * rate_hz), dtype=np.float32)
+    after = np.zeros(round(job.pause_after_s * rate_hz), dtype=np.float32)
+    return np.concatenate([before, audio, after])
+
+
 @functools.lru_cache(maxsize=64)
 def _ramp(n: int) -> npt.NDArray[np.float32]:
     """The raised-cosine fade of ``n`` samples (read-only: shared by every call)."""
@@ -215,10 +267,12 @@ def _ramp(n: int) -> npt.NDArray[np.float32]:
     return ramp
 
 
-def _result(done: Sequence[Completed[npt.NDArray[np.float32]]], rate_hz: int) -> SpeechResult:
+def _result(
+    jobs: Sequence[SynthesisJob], done: Sequence[Completed[npt.NDArray[np.float32]]], rate_hz: int
+) -> SpeechResult:
     batches = {d.batch_id: d.inference_s for d in done}
     return SpeechResult(
-        chunks=[soften_edges(d.value, rate_hz) for d in done],
+        chunks=[with_pauses(job, soften_edges(d.value, rate_hz), rate_hz) for job, d in zip(jobs, done, strict=True)],
         batch_size=max(d.batch_size for d in done),
         queue_s=max(d.queue_s for d in done),
         inference_s=sum(batches.values()),

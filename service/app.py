@@ -143,7 +143,7 @@ def _cors_config(settings: Settings) -> CORSConfig | None:
         allow_headers=["Content-Type", "X-API-Key", "Authorization", "X-Request-Id"],
         expose_headers=[
             "X-Request-Id", "X-Batch-Size", "X-Queue-Time-Ms", "X-Inference-Time-Ms",
-            "X-Audio-Duration-S", "X-Seed", "X-Sample-Rate", "X-Unsaid-Characters", "Retry-After",
+            "X-Audio-Duration-S", "X-Seed", "X-Sample-Rate", "X-Unsaid-Characters", "X-SSML-Ignored", "Retry-After",
         ],
     )  # fmt: skip
 

@@ -51,8 +51,9 @@ class SpeechRequest(msgspec.Struct, kw_only=True):
     #: Chorus extensions (``extra_body`` in the openai client): reproducible and noise-controlled speech.
     seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
-    #: "markdown" (default: LLM answers are read without "asterisk") or "plain" (every character as written).
-    text_format: Literal["markdown", "plain"] = "markdown"
+    #: "markdown" (default: LLM answers are read without "asterisk"; a <speak> document is SSML), "ssml",
+    #: or "plain" (every character as written).
+    text_format: Literal["markdown", "plain", "ssml"] = "markdown"
 
 
 class OpenAIError(HTTPException):

@@ -12,7 +12,7 @@ from service.observability import CONTENT_TYPE
 from service.schemas import ErrorBody, GenerateRequest, Health, audio_spec, error_specs
 from service.settings import Settings
 from service.state import ServiceState
-from service.synthesis import audio_response, check_format, clean_text, generate_params, pipeline_for_language
+from service.synthesis import audio_response, check_format, clean_text_off_loop, generate_params, pipeline_for_language
 
 __all__ = ["generate_speech", "metrics_route", "ping_routes", "stats"]
 
@@ -92,7 +92,7 @@ async def generate_speech(
     pipeline = pipeline_for_language(chorus, data.language)
     settings = chorus.settings
     limit = settings.max_stream_chars if data.stream else settings.max_text_chars
-    text = clean_text(data.text, limit, text_format=data.text_format)
+    text = await clean_text_off_loop(data.text, limit, text_format=data.text_format)
     fmt = check_format(data.response_format)
     params = generate_params(data)
     return await audio_response(

@@ -39,9 +39,9 @@ class GenerateRequest(msgspec.Struct, kw_only=True):
     stream: bool = False
     response_format: Annotated[str, msgspec.Meta(max_length=10, description="wav, pcm, flac, mp3, opus, aac")] = "wav"
     sample_rate: SampleRate | None = None
-    #: "markdown" (default): Markdown is read as a person reads it aloud (no "asterisk", no link addresses);
-    #: "plain": every character as written.
-    text_format: Literal["markdown", "plain"] = "markdown"
+    #: "markdown" (default): Markdown is read as a person reads it aloud (no "asterisk", no link addresses),
+    #: and a document whose root is <speak> is SSML; "ssml": SSML; "plain": every character as written.
+    text_format: Literal["markdown", "plain", "ssml"] = "markdown"
 
 
 class Health(msgspec.Struct, omit_defaults=True):

@@ -45,6 +45,9 @@ class SynthesisJob:
     params: SynthesisParams = field(default_factory=SynthesisParams)
     #: Which served model runs it (several models can share one batcher); "" when only one is served.
     model: str = ""
+    #: Silence the pipeline puts before and after this job's audio (SSML ``<break>``); backends ignore it.
+    pause_before_s: float = 0.0
+    pause_after_s: float = 0.0
 
     @property
     def length(self) -> int:

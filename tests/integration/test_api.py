@@ -356,6 +356,41 @@ async def test_markdown_is_read_as_its_words_unless_plain_is_asked_for(client: A
     assert "text_format" in refused.json()["detail"]
 
 
+async def test_ssml_is_read_when_asked_for_or_when_the_root_is_speak(client: AsyncTestClient[Any]) -> None:
+    async def wav(body: dict[str, Any]) -> tuple[int, int, dict[str, str]]:
+        response = await client.post("/generate", json={"seed": 3, "temperature": 0, **body})
+        assert response.status_code == 200, response.text
+        return (*parse_wav(response.content), dict(response.headers))
+
+    rate, words, _ = await wav({"text": "Hello there. Good morning."})
+    document = '<speak>Hello there. <break time="2s"/><emphasis>Good</emphasis> morning.</speak>'
+    for body in ({"text": document}, {"text": document, "text_format": "ssml"}):
+        _, frames, headers = await wav(body)
+        assert frames == words + 2 * rate  # the same words, two seconds of silence between them
+        assert headers["x-ssml-ignored"] == "emphasis"  # read for its text only, and said so
+    _, literal, headers = await wav({"text": document, "text_format": "plain"})
+    assert words < literal < words + 2 * rate  # the tag names are read out, and there is no pause
+    assert "x-ssml-ignored" not in headers
+    streamed = await client.post("/generate", json={"text": document, "stream": True, "seed": 3, "temperature": 0})
+    assert streamed.headers["x-ssml-ignored"] == "emphasis"
+    for text, needle in (
+        ("<speak>Hi <b>there</speak>", "text: the SSML is not well-formed: mismatched tag: line 1, column 20"),
+        ('<speak>Hi <break time="soon"/></speak>', '<break time="soon">: give seconds or milliseconds'),
+        ("<speak><break/></speak>", "its SSML has nothing to say"),
+    ):
+        refused = await client.post("/generate", json={"text": text})
+        assert refused.status_code == 422
+        assert needle in refused.json()["detail"]
+    not_ssml = await client.post("/generate", json={"text": "Just words", "text_format": "ssml"})
+    assert not_ssml.status_code == 422
+    assert "not well-formed" in not_ssml.json()["detail"]
+    openai_style = await client.post(
+        "/v1/audio/speech", json={"model": "tts-1", "input": "<speak>Hi <break time='x'/></speak>"}
+    )
+    assert openai_style.status_code == 422
+    assert openai_style.json()["error"]["param"] == "input"
+
+
 async def test_characters_the_model_cannot_say_are_reported(client: AsyncTestClient[Any]) -> None:
     response = await client.post("/generate", json={"text": "Pay $5 to Straße ☃ now, 42 times!"})
     assert response.status_code == 200

@@ -57,6 +57,12 @@ async def test_a_job_returns_base64_audio_with_its_facts(chorus: ServiceState) -
     assert again[0]["audio"] == item["audio"]
 
 
+async def test_a_job_may_be_ssml(chorus: ServiceState) -> None:
+    plain = (await run_job(chorus, {"text": "Hi there.", "seed": 2}))[0]
+    ssml = (await run_job(chorus, {"text": '<speak>Hi there.<break time="1s"/></speak>', "seed": 2}))[0]
+    assert ssml["duration_s"] == pytest.approx(plain["duration_s"] + 1.0, abs=1e-3)
+
+
 async def test_a_streamed_job_yields_small_chunks_then_a_summary(
     chorus: ServiceState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -129,7 +135,8 @@ async def test_waiting_for_room_ends_at_the_request_timeout() -> None:
         ({"text": "Hi", "language": "fr"}, "language 'fr' is not served"),
         ({"text": "Hi", "voice": "nobody"}, "nobody"),
         ({"text": "***"}, "nothing to say once its Markdown is read"),
-        ({"text": "Hi", "text_format": "ssml"}, "input.text_format"),
+        ({"text": "Hi", "text_format": "html"}, "input.text_format"),
+        ({"text": "<speak>Hi"}, "the SSML is not well-formed"),
     ],
 )
 async def test_bad_input_is_one_error_naming_the_problem(chorus: ServiceState, job_input: object, message: str) -> None:

@@ -13,6 +13,7 @@ import pytest
 from inference import InvalidTextError, MicroBatcher
 from inference.backends.base import SynthesisJob, SynthesisParams
 from inference.speech import SpeechPipeline
+from inference.text.ssml import parse_ssml
 
 NUMBERS = "one two three four five six seven eight nine ten"
 TEN_SENTENCES = " ".join(f"This is sentence number {w} of the text." for w in NUMBERS.split(" "))
@@ -122,9 +123,9 @@ async def test_a_full_queue_refuses_before_any_work_on_the_text(tiny_backend: An
         prepared.append(text)
         return prepare(text, params, language)
 
-    def recording_prepare_sentence(text: str, params: SynthesisParams, first_index: int) -> list[SynthesisJob]:
+    def recording_prepare_sentence(text: str, params: SynthesisParams, *rest: Any) -> list[SynthesisJob]:
         prepared.append(text)
-        return prepare_sentence(text, params, first_index)
+        return prepare_sentence(text, params, *rest)
 
     speech.prepare = recording_prepare  # type: ignore[method-assign]
     speech._prepare_sentence = recording_prepare_sentence  # type: ignore[method-assign]
@@ -149,3 +150,31 @@ async def test_a_full_queue_refuses_before_any_work_on_the_text(tiny_backend: An
     gate.set()
     await asyncio.gather(running, waiting)
     batcher.stop()
+
+
+async def test_ssml_breaks_are_exact_silence_and_rates_are_speeds(pipeline: tuple[SpeechPipeline, list[int]]) -> None:
+    speech, _ = pipeline
+    rate = speech.backend.info.sample_rate_hz
+    params = SynthesisParams(temperature=0.7, seed=5)
+    plain = await speech.synthesize("Hello there. Good morning to you.", params, "en")
+    marked = parse_ssml('<speak>Hello there. <break time="1.5s"/>Good morning to you.</speak>')
+    ssml = await speech.synthesize(marked, params, "en")
+    # The same sentences with the same per-sentence seeds, and 1.5 s of zeros between them.
+    first, second = plain.chunks
+    pause = round(1.5 * rate)
+    expected = np.concatenate([first, np.zeros(pause, dtype=np.float32), second])
+    np.testing.assert_array_equal(np.concatenate(ssml.chunks), expected)
+    streamed = [done.value async for done in await speech.open_stream(marked, params, "en")]
+    np.testing.assert_allclose(np.concatenate(streamed), expected, atol=1e-4)  # streamed == whole, pause too
+
+    slow = await speech.synthesize(
+        parse_ssml('<speak><prosody rate="50%">Hello there.</prosody></speak>'), params, "en"
+    )
+    at_half_speed = await speech.synthesize("Hello there.", SynthesisParams(temperature=0.7, seed=5, speed=0.5), "en")
+    np.testing.assert_array_equal(np.concatenate(slow.chunks), np.concatenate(at_half_speed.chunks))
+    fastest = parse_ssml(
+        '<speak><prosody rate="x-fast"><prosody rate="x-fast">Hello there.</prosody></prosody></speak>'
+    )
+    at_limit = await speech.synthesize(fastest, SynthesisParams(temperature=0.7, seed=5, speed=2.0), "en")
+    capped = await speech.synthesize("Hello there.", SynthesisParams(temperature=0.7, seed=5, speed=4.0), "en")
+    np.testing.assert_array_equal(np.concatenate(at_limit.chunks), np.concatenate(capped.chunks))  # 8x is held at 4x

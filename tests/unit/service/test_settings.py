@@ -101,7 +101,7 @@ def test_runpods_health_check_path_is_answered_beside_ping(value: str | None, pa
 
 @pytest.mark.parametrize("value", ["/generate", "/v1/models", "/metrics/", "/", "/schema/openapi.json"])
 def test_a_health_check_path_on_one_of_chorus_routes_is_refused(value: str) -> None:
-    with pytest.raises(SettingsError, match="HEALTH_CHECK_PATH: .* is one of Chorus's own routes"):
+    with pytest.raises(SettingsError, match=r"HEALTH_CHECK_PATH: .* is one of Chorus's own routes"):
         Settings.from_env({"HEALTH_CHECK_PATH": value})
 
 
