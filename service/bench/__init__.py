@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -21,8 +22,9 @@ import httpx
 
 from service.bench.loadgen import Target, closed_loop, open_loop, summarize
 from service.bench.report import machine, markdown_table, write_results
+from service.bench.sentences import SENTENCES
 
-__all__ = ["WARMUP_FIRST_INDEX", "cost_per_million_chars", "main", "sweep"]
+__all__ = ["WARMUP_FIRST_INDEX", "cost_per_million_chars", "main", "read_texts", "sweep"]
 
 #: Warm-up requests are numbered from here, away from the measured runs' 0, 1, 2 ...
 WARMUP_FIRST_INDEX = 1_000_000
@@ -36,6 +38,28 @@ def _numbers(text: str, kind: type[float] | type[int]) -> list[Any]:
     if any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError("every value must be positive")
     return values
+
+
+def read_texts(path: Path) -> tuple[str, ...]:
+    """An operator's own request texts: one per line, or a JSON list of strings (``.json``); blank lines are
+    skipped. ``ValueError`` names what is wrong."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            texts = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"{path} must hold a JSON list of strings")
+        found = tuple(t for t in texts if t.strip())
+    else:
+        found = tuple(line.strip() for line in raw.splitlines() if line.strip())
+    if not found:
+        raise ValueError(f"{path} holds no texts")
+    return found
 
 
 def _served_model(target: Target) -> str | None:
@@ -116,11 +140,22 @@ def main(argv: list[str] | None = None) -> int:
         "--no-backoff", action="store_true",
         help="closed loop: retry a refused request at once instead of after its Retry-After",
     )  # fmt: skip
+    parser.add_argument(
+        "--texts", type=Path, default=None,
+        help="your own request texts, one per line (or a .json list of strings); default: the built-in mixed set",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
+    texts = tuple(SENTENCES)
+    if args.texts is not None:
+        try:
+            texts = read_texts(args.texts)
+        except ValueError as exc:
+            print(f"chorus bench: --texts: {exc}", file=sys.stderr)
+            return 2
     target = Target(
         url=args.url.rstrip("/"), route=args.route, api_key=args.api_key or None, bearer=args.bearer or None,
-        response_format=args.format, stream=args.stream, honour_retry_after=not args.no_backoff,
+        texts=texts, response_format=args.format, stream=args.stream, honour_retry_after=not args.no_backoff,
     )  # fmt: skip
     try:
         probe = httpx.get(target.url + "/ping", timeout=10)
@@ -146,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine(),
             "model": args.model or _served_model(target),
             "target": target.url,
+            "texts": {
+                "source": str(args.texts) if args.texts else "built-in",
+                "count": len(texts),
+                "mean_chars": round(sum(map(len, texts)) / len(texts), 1),
+            },
             "rows": rows,
         }
         for path in write_results(args.out, document):

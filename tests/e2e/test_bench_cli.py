@@ -93,6 +93,23 @@ def test_a_wrong_key_is_reported_as_errors_and_a_failing_exit(server: Server, tm
     assert "nope" not in done.stdout + done.stderr + out.read_text()
 
 
+def test_an_operators_own_texts_are_what_is_sent(server: Server, tmp_path: Path) -> None:
+    texts = tmp_path / "ours.txt"
+    texts.write_text("Your order has shipped.\nThank you for calling.\n", encoding="utf-8")
+    out = tmp_path / "ours.json"
+    done = bench(server, "--concurrency", "1", "--duration", "1", "--warmup", "0", "--texts", str(texts),
+                 "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    document = json.loads(out.read_text())
+    assert document["texts"] == {"source": str(texts), "count": 2, "mean_chars": 22.5}
+    row = document["rows"][0]
+    per_request = row["chars_per_s"] * row["wall_s"] / row["requests"]
+    assert 21.5 <= per_request <= 23.5  # our two texts (23 and 22 characters), not the built-in set
+    missing = bench(server, "--texts", str(tmp_path / "none.txt"))
+    assert missing.returncode == 2
+    assert "--texts: cannot read" in missing.stderr
+
+
 def test_an_unreachable_url_is_a_clear_error() -> None:
     done = subprocess.run([*chorus_command(), "bench", "http://127.0.0.1:9", "--quiet"], capture_output=True,
                           text=True, timeout=60)  # fmt: skip

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from inference.audio.wav import wav_bytes, wav_header
-from service.bench import _numbers, cost_per_million_chars
+from service.bench import _numbers, cost_per_million_chars, read_texts
 from service.bench.loadgen import Outcome, Target, summarize, wav_seconds
 from service.bench.report import markdown_table, write_results
 
@@ -54,6 +54,27 @@ def test_request_bodies_for_both_routes() -> None:
     keyed = Target(url="http://x", api_key="k", bearer="b").headers()
     assert keyed["X-API-Key"] == "k"
     assert keyed["Authorization"] == "Bearer b"
+
+
+def test_an_operators_own_texts_are_read_from_lines_or_json(tmp_path: Path) -> None:
+    lines = tmp_path / "texts.txt"
+    lines.write_text("Hello there.\n\n  Your order has shipped.  \n", encoding="utf-8")
+    assert read_texts(lines) == ("Hello there.", "Your order has shipped.")
+    listed = tmp_path / "texts.json"
+    listed.write_text(json.dumps(["One.\nTwo lines.", " ", "Three."]), encoding="utf-8")
+    assert read_texts(listed) == ("One.\nTwo lines.", "Three.")  # JSON keeps multi-line texts whole
+    for content, suffix, message in (
+        ("", ".txt", "holds no texts"),
+        ('{"a": 1}', ".json", "must hold a JSON list of strings"),
+        ("[1, 2]", ".json", "must hold a JSON list of strings"),
+        ("[", ".json", "is not valid JSON"),
+    ):
+        bad = tmp_path / f"bad{suffix}"
+        bad.write_text(content, encoding="utf-8")
+        with pytest.raises(ValueError, match=message):
+            read_texts(bad)
+    with pytest.raises(ValueError, match="cannot read"):
+        read_texts(tmp_path / "missing.txt")
 
 
 def test_bad_number_lists_are_refused() -> None:
