@@ -24,6 +24,7 @@ from inference.backends.base import Backend, SynthesisJob, SynthesisParams
 from inference.batcher import BatchGroup, Completed, MicroBatcher
 from inference.errors import InvalidTextError, QueueFullError
 from inference.text import split_sentences
+from inference.text.lexicon import Lexicon
 from inference.text.ssml import Segment, SsmlText
 
 __all__ = ["SpeechPipeline", "SpeechResult"]
@@ -79,6 +80,7 @@ class SpeechPipeline:
         stream_window: int = 16,
         request_timeout_s: float = 300.0,
         model_key: str = "",
+        lexicon: Lexicon | None = None,
     ) -> None:
         # The segmenter is imported now so that a broken install fails the load (503), not each request.
         import sentencex  # noqa: F401
@@ -92,12 +94,20 @@ class SpeechPipeline:
         self.model_key = model_key
         #: Whole requests between arrival and result (event loop only).
         self._requests = 0
+        #: Words said differently (CHORUS_LEXICON), applied to every sentence before the model's frontend.
+        self.lexicon = lexicon
+
+    def unsayable(self, text: str) -> str:
+        """The characters of ``text`` the model cannot say, once the lexicon has replaced its words."""
+        return self.backend.unsayable(self.lexicon.apply(text) if self.lexicon is not None else text)
 
     # ------------------------------------------------------------------ preparation
 
     def _sentences(self, text: str | SsmlText, params: SynthesisParams, language: str) -> list[_Sentence]:
         """The sentence chunks of a text, or of each SSML segment (at its rate, breaks kept as pauses)."""
         segments = text.segments if isinstance(text, SsmlText) else (Segment(text),)
+        if self.lexicon is not None:
+            segments = tuple(replace(s, text=self.lexicon.apply(s.text)) for s in segments)
         out: list[_Sentence] = []
         for segment in segments:
             speed = min(_MAX_SPEED, max(_MIN_SPEED, params.speed * segment.rate))
@@ -170,7 +180,7 @@ class SpeechPipeline:
         self, text: str | SsmlText, params: SynthesisParams, language: str
     ) -> tuple[str, list[list[SynthesisJob]]]:
         plain = text.text if isinstance(text, SsmlText) else text
-        return self.backend.unsayable(plain), self.prepare(text, params, language)
+        return self.unsayable(plain), self.prepare(text, params, language)
 
     # ------------------------------------------------------------------ streams
 

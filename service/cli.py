@@ -22,6 +22,7 @@ UNSET_MEANS = {
     "API_KEY": "unset (no key required)",
     "CHORUS_MODEL": "unset (the embedded voice)",
     "CHORUS_CACHE_DIR": "unset ($XDG_CACHE_HOME/chorus)",
+    "CHORUS_LEXICON": "unset (no lexicon)",
     "CHORUS_MAX_BATCH_SIZE": "unset (16 on a GPU, 4 on CPU)",
     "CHORUS_MAX_QUEUE_WAIT_S": "unset (no bound but CHORUS_MAX_QUEUE)",
     "CHORUS_TORCH_THREADS": "unset (torch's default)",

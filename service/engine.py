@@ -132,6 +132,7 @@ async def bring_up(
         return
     pipelines: dict[str, SpeechPipeline] = {}
     routes: dict[str, str] = {}
+    lexicon = settings.load_lexicon()  # checked at start-up already; read again here, where it is used
     for (language, model), key in zip(loaded, by_key, strict=True):
         name = key or model.info.name
         pipelines[name] = SpeechPipeline(
@@ -141,6 +142,7 @@ async def bring_up(
             stream_window=batcher.max_batch_size,
             request_timeout_s=settings.request_timeout_s,
             model_key=key,
+            lexicon=lexicon,
         )
         for code in (language,) if language else model.info.languages:
             routes.setdefault(code, name)

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from inference.text.lexicon import Lexicon, LexiconError, load_lexicon
+
 __all__ = ["ENV_NAMES", "Settings", "SettingsError"]
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
@@ -48,6 +50,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     vocoder: str | None = None
     #: CHORUS_LANGUAGES: override the languages the model declares (comma-separated).
     languages: tuple[str, ...] = ()
+    #: CHORUS_LEXICON: a pronunciation lexicon (JSON object or W3C PLS file): words said differently.
+    lexicon: str | None = None
     #: CHORUS_CACHE_DIR: where converted voices are kept (default $XDG_CACHE_HOME/chorus).
     cache_dir: str | None = None
     #: CHORUS_MAX_TEXT_CHARS: longest accepted text.
@@ -137,7 +141,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(_explain(str(exc))) from None
         settings.model_routes()  # refuses a malformed CHORUS_MODELS now, not at load time
         settings.health_paths()
+        settings.load_lexicon()  # a lexicon that cannot be used stops the start, naming the problem
         return settings
+
+    def load_lexicon(self) -> Lexicon | None:
+        """CHORUS_LEXICON, loaded (``SettingsError`` naming the file and entry when it cannot be used)."""
+        if self.lexicon is None:
+            return None
+        try:
+            return load_lexicon(self.lexicon)
+        except LexiconError as exc:
+            raise SettingsError(f"CHORUS_LEXICON: {exc}") from None
 
     def health_paths(self) -> tuple[str, ...]:
         """Where the health check answers: ``/ping``, and ``HEALTH_CHECK_PATH`` when RunPod is told to poll
@@ -178,6 +192,7 @@ ENV_NAMES: dict[str, str] = {
     "CHORUS_SPEAKERS_DIR": "speakers_dir",
     "CHORUS_VOCODER": "vocoder",
     "CHORUS_CACHE_DIR": "cache_dir",
+    "CHORUS_LEXICON": "lexicon",
     "CHORUS_MAX_TEXT_CHARS": "max_text_chars",
     "CHORUS_MAX_STREAM_CHARS": "max_stream_chars",
     "CHORUS_MAX_CHUNK_CHARS": "max_chunk_chars",

@@ -210,7 +210,7 @@ async def audio_response(
         return Response(body, media_type=media_type(fmt), headers=headers)
 
     pipeline.batcher.check_admission()  # under overload, refuse before any work on the text
-    unsaid = await anyio.to_thread.run_sync(pipeline.backend.unsayable, plain)
+    unsaid = await anyio.to_thread.run_sync(pipeline.unsayable, plain)
     chunks = await pipeline.open_stream(text, params, language)  # overload and bad text refused here
     encoder = StreamEncoder(fmt, source_rate, sample_rate_hz)
 

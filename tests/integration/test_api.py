@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import re
 import threading
 import wave
@@ -389,6 +390,30 @@ async def test_ssml_is_read_when_asked_for_or_when_the_root_is_speak(client: Asy
     )
     assert openai_style.status_code == 422
     assert openai_style.json()["error"]["param"] == "input"
+
+
+async def test_a_lexicon_changes_how_words_are_said_everywhere(tiny_backend: Any, tmp_path: Path) -> None:
+    lexicon = tmp_path / "words.json"
+    lexicon.write_text(json.dumps({"zqx": "hello there", "Straße": "strasse"}), encoding="utf-8")
+    app = create_app(Settings(lexicon=str(lexicon)), backend=tiny_backend)
+    async with AsyncTestClient(app) as client:
+        await wait_ready(client)
+
+        async def audio(body: dict[str, Any]) -> Any:
+            response = await client.post("/generate", json={"seed": 3, "temperature": 0, **body})
+            assert response.status_code == 200, response.text
+            return response
+
+        said = (await audio({"text": "Say hello there now."})).content
+        assert (await audio({"text": "Say zqx now."})).content == said
+        assert (await audio({"text": "Say ZQX now.", "stream": True})).content == (
+            await audio({"text": "Say hello there now.", "stream": True})
+        ).content
+        ssml = await audio({"text": '<speak>Say zqx now.<break time="1s"/></speak>'})
+        assert len(ssml.content) == len(said) + 2 * 16000  # one second of 16-bit samples more
+        # The model has no "ß": the lexicon's respelling is what is checked, so nothing is reported unsaid.
+        assert "x-unsaid-characters" not in (await audio({"text": "Die Straße."})).headers
+        assert "x-unsaid-characters" not in (await audio({"text": "Die Straße.", "stream": True})).headers
 
 
 async def test_characters_the_model_cannot_say_are_reported(client: AsyncTestClient[Any]) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from service.settings import Settings, SettingsError
@@ -109,3 +111,18 @@ def test_a_health_check_path_on_one_of_chorus_routes_is_refused(value: str) -> N
 def test_a_malformed_health_check_path_names_the_variable(value: str) -> None:
     with pytest.raises(SettingsError, match="HEALTH_CHECK_PATH"):
         Settings.from_env({"HEALTH_CHECK_PATH": value})
+
+
+def test_a_lexicon_that_cannot_be_used_stops_the_start(tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    good.write_text('{"nginx": "engine x"}', encoding="utf-8")
+    settings = Settings.from_env({"CHORUS_LEXICON": str(good)})
+    lexicon = settings.load_lexicon()
+    assert lexicon is not None
+    assert lexicon.apply("nginx") == "engine x"
+    bad = tmp_path / "bad.json"
+    bad.write_text('["nginx"]', encoding="utf-8")
+    with pytest.raises(SettingsError, match=r"CHORUS_LEXICON: .*bad\.json: a JSON lexicon is one object"):
+        Settings.from_env({"CHORUS_LEXICON": str(bad)})
+    with pytest.raises(SettingsError, match="CHORUS_LEXICON: cannot read"):
+        Settings.from_env({"CHORUS_LEXICON": str(tmp_path / "missing.pls")})
