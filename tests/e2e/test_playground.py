@@ -180,6 +180,27 @@ def test_wav_streams_through_web_audio_with_the_same_duration(page: Any, keyed_s
     assert abs(page.evaluate("document.getElementById('player').duration") - frames_s) <= 0.01
 
 
+def test_ssml_from_the_page_pauses_where_it_says(page: Any, keyed_server: Server) -> None:
+    enter_key(page, keyed_server)
+    document = '<speak>Hello from the playground.<break time="1500ms"/>A pause came first.</speak>'
+    page.fill("#text", document)
+    page.fill("#seed", "7")
+    page.select_option("#text-format", "ssml")
+    page.click("#speak")
+    until(page, "document.getElementById('fact-duration').textContent.endsWith(' s')")
+    shown_s = float(text_of(page, "#fact-duration").removesuffix(" s"))
+    request = urllib.request.Request(
+        keyed_server.url + "/generate",
+        data=json.dumps({"text": "Hello from the playground. A pause came first.", "seed": 7}).encode(),
+        headers={"Content-Type": "application/json", "X-API-Key": KEY},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        without_pause_s = float(response.headers["X-Audio-Duration-S"])
+    assert abs(shown_s - (without_pause_s + 1.5)) <= 0.001  # the same sentences and seeds, 1.5 s apart
+    assert '"text_format":"ssml"' in text_of(page, "#curl-snippet")
+    assert '"text_format": "ssml"' in text_of(page, "#python-snippet")
+
+
 def test_a_wrong_key_shows_the_servers_error(page: Any, keyed_server: Server) -> None:
     page.goto(keyed_server.url + "/")
     until(page, "!document.getElementById('key-section').hidden")
@@ -204,9 +225,9 @@ def test_the_page_is_keyboard_usable(page: Any, keyed_server: Server) -> None:
     assert unlabelled == []
     page.focus("#text")
     reached = []
-    for _ in range(8):
+    for _ in range(9):
         page.keyboard.press("Tab")
         reached.append(page.evaluate("document.activeElement.id"))
-    assert reached[:7] == ["model", "voice", "format", "speed", "temperature", "seed", "speak"]
+    assert reached[:8] == ["model", "voice", "format", "speed", "temperature", "seed", "text-format", "speak"]
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline != "none"

@@ -356,6 +356,8 @@
     };
     const temperature = $("temperature").value.trim();
     if (temperature !== "") body.temperature = Number(temperature);
+    const textFormat = $("text-format").value;
+    if (textFormat !== "markdown") body.text_format = textFormat; // a Chorus extension; markdown is the default
     return body;
   }
 
@@ -391,6 +393,7 @@
     $("curl-snippet").textContent = curl.join("\n");
     const extra = [`"seed": ${seed}`];
     if (body.temperature !== undefined) extra.push(`"temperature": ${body.temperature}`);
+    if (body.text_format !== undefined) extra.push(`"text_format": ${JSON.stringify(body.text_format)}`);
     const python = [
       "import os",
       "",
