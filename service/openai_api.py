@@ -53,7 +53,13 @@ class SpeechRequest(msgspec.Struct, kw_only=True):
     temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
     #: "markdown" (default: LLM answers are read without "asterisk"; a <speak> document is SSML), "ssml",
     #: or "plain" (every character as written).
-    text_format: Literal["markdown", "plain", "ssml"] = "markdown"
+    text_format: Annotated[
+        Literal["markdown", "plain", "ssml"],
+        msgspec.Meta(
+            description="markdown (default): Markdown read as a person reads it aloud, and a <speak> document as "
+            "SSML; ssml: SSML (break, p, s, prosody rate, say-as characters, sub); plain: every character as written"
+        ),
+    ] = "markdown"
 
 
 class OpenAIError(HTTPException):

@@ -41,7 +41,13 @@ class GenerateRequest(msgspec.Struct, kw_only=True):
     sample_rate: SampleRate | None = None
     #: "markdown" (default): Markdown is read as a person reads it aloud (no "asterisk", no link addresses),
     #: and a document whose root is <speak> is SSML; "ssml": SSML; "plain": every character as written.
-    text_format: Literal["markdown", "plain", "ssml"] = "markdown"
+    text_format: Annotated[
+        Literal["markdown", "plain", "ssml"],
+        msgspec.Meta(
+            description="markdown (default): Markdown read as a person reads it aloud, and a <speak> document as "
+            "SSML; ssml: SSML (break, p, s, prosody rate, say-as characters, sub); plain: every character as written"
+        ),
+    ] = "markdown"
 
 
 class Health(msgspec.Struct, omit_defaults=True):
