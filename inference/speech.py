@@ -138,17 +138,25 @@ class SpeechPipeline:
             for i, job in enumerate(jobs)
         ]
 
-    def _prepare(self, sentence: _Sentence, first_index: int) -> list[SynthesisJob]:
-        return self._prepare_sentence(
+    def _prepare_next(self, pending: deque[_Sentence], first_index: int) -> list[SynthesisJob]:
+        """Jobs of the next pending sentence. One with nothing sayable hands its pauses on to the sentence
+        after it, so an SSML break beside an emoji-only stretch is kept (alike whole and streamed)."""
+        sentence = pending.popleft()
+        jobs = self._prepare_sentence(
             sentence.text, sentence.params, first_index, (sentence.pause_before_s, sentence.pause_after_s)
         )
+        carried = sentence.pause_before_s + sentence.pause_after_s
+        if not jobs and carried and pending:
+            pending[0] = replace(pending[0], pause_before_s=pending[0].pause_before_s + carried)
+        return jobs
 
     def prepare(self, text: str | SsmlText, params: SynthesisParams, language: str) -> list[list[SynthesisJob]]:
         """Jobs per sentence (blocking: call it off the event loop). Raises when nothing can be said."""
         out: list[list[SynthesisJob]] = []
         count = 0
-        for sentence in self._sentences(text, params, language):
-            jobs = self._prepare(sentence, count)
+        pending = deque(self._sentences(text, params, language))
+        while pending:
+            jobs = self._prepare_next(pending, count)
             if jobs:
                 out.append(jobs)
                 count += len(jobs)
@@ -195,7 +203,7 @@ class SpeechPipeline:
         pending = deque(sentences)
         first: list[SynthesisJob] = []
         while pending and not first:
-            first = await anyio.to_thread.run_sync(self._prepare, pending.popleft(), 0)
+            first = await anyio.to_thread.run_sync(self._prepare_next, pending, 0)
         if not first:
             raise InvalidTextError
         group = BatchGroup(progressive=True)
@@ -228,7 +236,7 @@ class SpeechPipeline:
         try:
             while in_flight:
                 while pending and len(in_flight) < self.stream_window:
-                    jobs = await anyio.to_thread.run_sync(self._prepare, pending.popleft(), next_index)
+                    jobs = await anyio.to_thread.run_sync(self._prepare_next, pending, next_index)
                     if jobs:
                         next_index += len(jobs)
                         in_flight.append((asyncio.ensure_future(self._submit(jobs, group, deadline)), jobs))

@@ -178,3 +178,12 @@ async def test_ssml_breaks_are_exact_silence_and_rates_are_speeds(pipeline: tupl
     at_limit = await speech.synthesize(fastest, SynthesisParams(temperature=0.7, seed=5, speed=2.0), "en")
     capped = await speech.synthesize("Hello there.", SynthesisParams(temperature=0.7, seed=5, speed=4.0), "en")
     np.testing.assert_array_equal(np.concatenate(at_limit.chunks), np.concatenate(capped.chunks))  # 8x is held at 4x
+
+    # A break beside a stretch with nothing sayable (emoji) is kept: handed on to the next sentence.
+    around_emoji = parse_ssml(
+        '<speak>Hello there. <break time="1s"/>🙂🙂.<break time="0.5s"/>Good morning to you.</speak>'
+    )
+    kept = await speech.synthesize(around_emoji, params, "en")
+    assert sum(len(c) for c in kept.chunks) == len(first) + len(second) + round(1.5 * rate)
+    streamed = [done.value async for done in await speech.open_stream(around_emoji, params, "en")]
+    np.testing.assert_allclose(np.concatenate(streamed), np.concatenate(kept.chunks), atol=1e-4)
