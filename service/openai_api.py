@@ -24,7 +24,7 @@ from inference.backends.base import ModelInfo, SynthesisParams
 from inference.errors import InferenceError, QueueFullError
 from inference.speech import SpeechPipeline
 from service.errors import STATUS_TABLE, client_error, request_id
-from service.schemas import OpenAIErrorBody, audio_spec, error_specs
+from service.schemas import OpenAIErrorBody, TextFormat, audio_spec, error_specs
 from service.state import ServiceState
 from service.synthesis import audio_response, check_format, clean_text, ready_pipeline
 
@@ -51,15 +51,8 @@ class SpeechRequest(msgspec.Struct, kw_only=True):
     #: Chorus extensions (``extra_body`` in the openai client): reproducible and noise-controlled speech.
     seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
-    #: "markdown" (default: LLM answers are read without "asterisk"; a <speak> document is SSML), "ssml",
-    #: or "plain" (every character as written).
-    text_format: Annotated[
-        Literal["markdown", "plain", "ssml"],
-        msgspec.Meta(
-            description="markdown (default): Markdown read as a person reads it aloud, and a <speak> document as "
-            "SSML; ssml: SSML (break, p, s, prosody rate, say-as characters, sub); plain: every character as written"
-        ),
-    ] = "markdown"
+    #: Markdown or SSML read as such (the default), or every character as written: see ``TextFormat``.
+    text_format: TextFormat = "markdown"
 
 
 class OpenAIError(HTTPException):

@@ -7,7 +7,16 @@ from typing import Annotated, Literal
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
 
-__all__ = ["MAX_SEED", "ErrorBody", "GenerateRequest", "Health", "OpenAIErrorBody", "audio_spec", "error_specs"]
+__all__ = [
+    "MAX_SEED",
+    "ErrorBody",
+    "GenerateRequest",
+    "Health",
+    "OpenAIErrorBody",
+    "TextFormat",
+    "audio_spec",
+    "error_specs",
+]
 
 MAX_SEED = 2**63 - 1
 
@@ -21,6 +30,15 @@ Temperature = Annotated[
 ]
 Speed = Annotated[float, msgspec.Meta(ge=0.25, le=4.0, description="Speaking rate: 2.0 is twice as fast.")]
 SampleRate = Annotated[int, msgspec.Meta(ge=8000, le=48000, description="Resample the output (soxr).")]
+#: "markdown" (default): Markdown is read as a person reads it aloud (no "asterisk", no link addresses), and a
+#: document whose root is <speak> is SSML; "ssml": SSML; "plain": every character as written.
+TextFormat = Annotated[
+    Literal["markdown", "plain", "ssml"],
+    msgspec.Meta(
+        description="markdown (default): Markdown read as a person reads it aloud, and a <speak> document as "
+        "SSML; ssml: SSML (break, p, s, prosody rate, say-as characters, sub); plain: every character as written"
+    ),
+]
 Seed = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED, description="Same seed, text and parameters: same audio.")]
 
 
@@ -39,15 +57,7 @@ class GenerateRequest(msgspec.Struct, kw_only=True):
     stream: bool = False
     response_format: Annotated[str, msgspec.Meta(max_length=10, description="wav, pcm, flac, mp3, opus, aac")] = "wav"
     sample_rate: SampleRate | None = None
-    #: "markdown" (default): Markdown is read as a person reads it aloud (no "asterisk", no link addresses),
-    #: and a document whose root is <speak> is SSML; "ssml": SSML; "plain": every character as written.
-    text_format: Annotated[
-        Literal["markdown", "plain", "ssml"],
-        msgspec.Meta(
-            description="markdown (default): Markdown read as a person reads it aloud, and a <speak> document as "
-            "SSML; ssml: SSML (break, p, s, prosody rate, say-as characters, sub); plain: every character as written"
-        ),
-    ] = "markdown"
+    text_format: TextFormat = "markdown"
 
 
 class Health(msgspec.Struct, omit_defaults=True):
