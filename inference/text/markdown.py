@@ -8,6 +8,7 @@ heading, or the address behind a link. This keeps the words and drops the markup
 * ``[text](url)`` says the text, ``![alt](url)`` the alt text, `` `code` `` the code;
 * headings, list items and table rows lose their markers and end as sentences of their own (a full stop
   is added where one ends without punctuation, so each is said with a pause); quoted lines lose ``>``;
+* emoji are left out (espeak-ng would say "party popper");
 * fenced code keeps its lines, without the fences; horizontal rules and table separator rows vanish;
 * a blank line ends a paragraph; a single line break inside one is a space.
 
@@ -38,10 +39,38 @@ _STAR = re.compile(r"(?<![\w*])\*(?=[^\s*])([^*\n]{1,500}?)(?<=[^\s*])\*(?![\w*]
 _UNDERSCORE = re.compile(r"(?<![\w_])_(?=[^\s_])([^_\n]{1,500}?)(?<=[^\s_])_(?![\w_])")
 _STRIKE = re.compile(r"~~(?=\S)([^~\n]{1,500}?)(?<=\S)~~")
 _SPACES = re.compile(r"[ \t]{2,}")
+# Emoji and pictographs, with what joins and styles them (variation selectors, skin tones, ZWJ between two
+# of them, keycap marks; a keycap's digit stays): a person reading aloud skips them, espeak-ng says their
+# names ("party popper"). Ranges, since ``re`` has no \p{Extended_Pictographic}.
+_PICTOGRAPH = "\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff"
+_STYLE = "\ufe0e\ufe0f\U0001f3fb-\U0001f3ff"
+_ONE_EMOJI = f"[{_PICTOGRAPH}][{_STYLE}]*(?:\u200d[{_PICTOGRAPH}][{_STYLE}]*)*|[\ufe0f\u20e3]"
+_EMOJI = re.compile(f"(?:{_ONE_EMOJI})(?:[ \t]*(?:{_ONE_EMOJI}))*[ \t]*")
 _ENDS_SENTENCE = (".", "!", "?", "…", ":", ";", ",")
 
 
+def _without_emoji(line: str) -> str:
+    """Every run of emoji goes, with the spaces around it; a space stays only where it separated two words.
+    (Built by hand rather than with a pattern that starts with spaces, which would be quadratic on long runs
+    of them.)"""
+    out: list[str] = []
+    pos = 0
+    for match in _EMOJI.finditer(line):
+        before, end = line[pos : match.start()], match.end()
+        if end == len(line) or line[end] in ",.;:!?)":
+            before, gap = before.rstrip(" \t"), ""
+        elif not before or before.endswith((" ", "\t", "(")):
+            gap = ""
+        else:
+            gap = " "
+        out.append(before + gap)
+        pos = end
+    out.append(line[pos:])
+    return "".join(out)
+
+
 def _inline(line: str) -> str:
+    line = _without_emoji(line)
     line = _IMAGE.sub(r"\1", line)
     line = _LINK.sub(r"\1", line)
     line = _AUTOLINK.sub(r"\1", line)

@@ -257,7 +257,7 @@ def test_the_default_voice_over_http_is_intelligible_and_noise_is_not(voice_serv
 
 def test_markdown_is_read_as_words_not_symbols(voice_server: Server, whisper: Any) -> None:
     """What an LLM writes: espeak-ng says "asterisk" for every ``*`` unless the Markdown is read first."""
-    text = "I **really** mean it. See [the docs](https://example.com/docs) now."
+    text = "I **really** mean it 🎉. See [the docs](https://example.com/docs) now."
 
     def heard(text_format: str) -> str:
         request = urllib.request.Request(
@@ -271,8 +271,10 @@ def test_markdown_is_read_as_words_not_symbols(voice_server: Server, whisper: An
     as_markdown, as_written = heard("markdown"), heard("plain")
     assert "asterisk" in as_written  # the failure this guards against: espeak reads the symbols
     assert "example" in as_written
+    assert "popper" in as_written  # espeak-ng names the emoji: "party popper"
     assert "asterisk" not in as_markdown, as_markdown
     assert "example" not in as_markdown, as_markdown
+    assert "popper" not in as_markdown, as_markdown
     assert word_error_rate(["I really mean it. See the docs now."], [as_markdown]) <= 0.25, as_markdown
 
 

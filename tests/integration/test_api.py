@@ -197,7 +197,8 @@ async def test_the_authorization_header_is_ignored(client: AsyncTestClient[Any])
         ({"text": "hi", "seed": -1}, 400, "seed"),
         ({"text": "hi", "seed": 2**64}, 400, "seed"),
         ({"text": "hi", "language": "fr"}, 422, "served languages: eng, en"),
-        ({"text": "🙂🙂🙂"}, 422, "nothing this model can pronounce"),
+        ({"text": "🙂🙂🙂", "text_format": "plain"}, 422, "nothing this model can pronounce"),
+        ({"text": "🙂🙂🙂"}, 422, "nothing to say once its Markdown is read"),
         ({"text": "hi", "voice": "../../etc/passwd"}, 422, "not served"),
     ],
 )
@@ -417,10 +418,15 @@ async def test_a_lexicon_changes_how_words_are_said_everywhere(tiny_backend: Any
 
 
 async def test_characters_the_model_cannot_say_are_reported(client: AsyncTestClient[Any]) -> None:
-    response = await client.post("/generate", json={"text": "Pay $5 to Straße ☃ now, 42 times!"})
+    response = await client.post("/generate", json={"text": "Pay $5 to Straße 中 now, 42 times!"})
     assert response.status_code == 200
-    assert response.headers["x-unsaid-characters"] == "\\u00df\\u2603"  # JSON-escaped: ß and ☃
+    assert response.headers["x-unsaid-characters"] == "\\u00df\\u4e2d"  # JSON-escaped: ß and 中
     plain = await client.post("/generate", json={"text": "Nothing odd here, at 42."})
     assert "x-unsaid-characters" not in plain.headers
-    streamed = await client.post("/generate", json={"text": "A ☃ streams.", "stream": True})
-    assert streamed.headers["x-unsaid-characters"] == "\\u2603"
+    streamed = await client.post("/generate", json={"text": "A 中 streams.", "stream": True})
+    assert streamed.headers["x-unsaid-characters"] == "\\u4e2d"
+    # Emoji are skipped on purpose when the text is read as Markdown (the default), reported when plain.
+    skipped = await client.post("/generate", json={"text": "A snowman ☃ here."})
+    assert "x-unsaid-characters" not in skipped.headers
+    literal = await client.post("/generate", json={"text": "A snowman ☃ here.", "text_format": "plain"})
+    assert literal.headers["x-unsaid-characters"] == "\\u2603"

@@ -25,6 +25,8 @@ from inference.text import speakable_markdown
         ("| Name | Age |\n|---|---:|\n| Bob | 42 |", "Name, Age.\nBob, 42"),
         ("> quoted\n> on\n\n---\n\n```python\nprint('hi')\n```\nDone", "quoted on.\nprint('hi').\nDone"),
         ("One paragraph\n\nand another", "One paragraph.\nand another"),
+        ("Great job! 🎉 See you 👋🏽, I love it ❤️", "Great job! See you, I love it"),
+        ("Family 👩\u200d👩\u200d👧 here, press 1️⃣, ☃ ⭐ 🇫🇷", "Family here, press 1,"),
     ],
 )
 def test_markup_goes_and_the_words_stay(markdown: str, said: str) -> None:
@@ -54,5 +56,13 @@ def test_any_text_is_taken(text: str) -> None:
 
 def test_hostile_markup_is_handled_in_one_pass() -> None:
     # Unclosed openers by the ten thousand: bounded patterns make this linear (it would hang otherwise).
-    for hostile in ("**a" * 30_000, "*a " * 30_000, "[" * 50_000 + "](" * 20_000, "_a" * 50_000, "`" * 100_000):
+    for hostile in (
+        "**a" * 30_000,
+        "*a " * 30_000,
+        "[" * 50_000 + "](" * 20_000,
+        "_a" * 50_000,
+        "`" * 100_000,
+        "a" + " " * 50_000 + "x",
+        "a 🎉" * 30_000,
+    ):
         assert isinstance(speakable_markdown(hostile), str)
