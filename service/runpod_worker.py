@@ -7,12 +7,14 @@ micro-batcher as HTTP requests would, so queued jobs batch together.
 
 Input (``job["input"]``), validated exactly like ``POST /generate``::
 
-    {"text", "language", "temperature", "speed", "seed", "voice", "response_format", "stream", "sample_rate"}
+    {"text", "language", "temperature", "speed", "seed", "voice", "response_format", "stream", "sample_rate",
+     "text_format"}
 
 Output, without ``stream``: one item, ``{"audio": base64, "format", "sample_rate", "duration_s", "seed",
 "batch_size"}``. With ``stream``: items ``{"index", "audio", "format", "sample_rate"}`` of at most
 ``CHUNK_BYTES`` of audio each (under the SDK's 1 MB per streamed chunk once base64-encoded), then
-``{"done": true, "chunks", "duration_s", "format", "sample_rate", "seed", "batch_size"}``. A bad input or a
+``{"done": true, "chunks", "duration_s", "format", "sample_rate", "seed", "batch_size"}``. Both carry
+``unsaid_characters`` and ``ssml_ignored`` when there are any (the HTTP headers' facts). A bad input or a
 refused job yields ``{"error": "..."}``, which the SDK reports as the job's error. A job is never refused
 for a full local queue: RunPod's queue holds the backlog, so a job it handed over waits for room (up to
 ``CHORUS_REQUEST_TIMEOUT_S``) where an HTTP request would get 429.
@@ -38,11 +40,12 @@ from litestar.exceptions import HTTPException
 from inference.audio.formats import StreamEncoder, encode_audio
 from inference.backends.base import Backend
 from inference.errors import InferenceError, QueueFullError
+from inference.text.ssml import SsmlText
 from service.engine import GPU_MAX_BATCH, bring_up
 from service.schemas import GenerateRequest
 from service.settings import Settings
 from service.state import Phase, ServiceState
-from service.synthesis import check_format, clean_text, generate_params, pipeline_for_language
+from service.synthesis import check_format, clean_text, generate_params, pipeline_for_language, plain_text
 
 __all__ = ["CHUNK_BYTES", "MAX_OUTPUT_BYTES", "make_handler", "run_worker", "start_engine"]
 
@@ -75,6 +78,16 @@ def parse_input(raw: object, settings: Settings) -> GenerateRequest:
     except HTTPException as exc:
         raise JobInputError(str(exc.detail)) from None
     return request
+
+
+def _notes(text: str | SsmlText, unsaid: str) -> dict[str, Any]:
+    """What the HTTP headers X-Unsaid-Characters and X-SSML-Ignored say, for a job's output (only when any)."""
+    notes: dict[str, Any] = {}
+    if unsaid:
+        notes["unsaid_characters"] = unsaid
+    if isinstance(text, SsmlText) and text.ignored:
+        notes["ssml_ignored"] = list(text.ignored)
+    return notes
 
 
 def _b64(data: bytes) -> str:
@@ -138,8 +151,10 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
                     "duration_s": round(result.samples / rate_in, 3),
                     "seed": seed,
                     "batch_size": result.batch_size,
+                    **_notes(text, result.unsaid),
                 }
                 return
+            unsaid = await anyio.to_thread.run_sync(pipeline.unsayable, plain_text(text))
             chunks = await when_admitted(
                 lambda: pipeline.open_stream(text, params, request.language), chorus.settings.request_timeout_s
             )
@@ -171,6 +186,7 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
                 "sample_rate": encoder.rate_hz,
                 "seed": seed,
                 "batch_size": batch_size,
+                **_notes(text, unsaid),
             }
         except QueueFullError as exc:
             yield {"error": f"overloaded: {exc}; retry in {max(1, round(exc.retry_after_s))} s"}

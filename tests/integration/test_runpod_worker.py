@@ -61,6 +61,17 @@ async def test_a_job_may_be_ssml(chorus: ServiceState) -> None:
     plain = (await run_job(chorus, {"text": "Hi there.", "seed": 2}))[0]
     ssml = (await run_job(chorus, {"text": '<speak>Hi there.<break time="1s"/></speak>', "seed": 2}))[0]
     assert ssml["duration_s"] == pytest.approx(plain["duration_s"] + 1.0, abs=1e-3)
+    assert "ssml_ignored" not in ssml
+    assert "unsaid_characters" not in plain
+
+
+async def test_job_outputs_name_what_was_not_said_as_the_http_headers_do(chorus: ServiceState) -> None:
+    text = "<speak><emphasis>Hi</emphasis> there 中.</speak>"
+    whole = (await run_job(chorus, {"text": text}))[0]
+    assert (whole["ssml_ignored"], whole["unsaid_characters"]) == (["emphasis"], "中")
+    done = (await run_job(chorus, {"text": text, "stream": True}))[-1]
+    assert done["done"] is True
+    assert (done["ssml_ignored"], done["unsaid_characters"]) == (["emphasis"], "中")
 
 
 async def test_a_streamed_job_yields_small_chunks_then_a_summary(
