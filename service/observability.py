@@ -114,13 +114,15 @@ def observability_middleware(app: ASGIApp, chorus: ServiceState) -> ASGIApp:
     It wraps the whole application, not Litestar's route middleware, so that the router's own 404 and 405
     (which never reach a route's middleware) are counted and logged too."""
 
+    health_paths = chorus.settings.health_paths()  # once: the settings never change
+
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         started = time.monotonic()
         status = 500
-        route = route_label(scope["path"], chorus.settings.health_paths())
+        route = route_label(scope["path"], health_paths)
 
         async def send_and_watch(message: Message) -> None:
             nonlocal status

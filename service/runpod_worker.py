@@ -62,8 +62,9 @@ class JobInputError(ValueError):
     """The job's input is malformed; the message names the field."""
 
 
-def parse_input(raw: object, settings: Settings) -> GenerateRequest:
-    """``job["input"]`` as a GenerateRequest, checked like the HTTP route checks it."""
+def parse_input(raw: object, settings: Settings) -> tuple[GenerateRequest, str | SsmlText]:
+    """``job["input"]`` as a GenerateRequest, checked like the HTTP route checks it, and its text as it is
+    to be said (Markdown read, SSML parsed: once)."""
     if not isinstance(raw, dict):
         raise JobInputError('the job needs an "input" object, e.g. {"input": {"text": "Hello"}}')
     try:
@@ -73,11 +74,11 @@ def parse_input(raw: object, settings: Settings) -> GenerateRequest:
         raise JobInputError(f"invalid input: {message}") from None
     limit = settings.max_stream_chars if request.stream else settings.max_text_chars
     try:
-        clean_text(request.text, limit, text_format=request.text_format)
+        text = clean_text(request.text, limit, text_format=request.text_format)
         check_format(request.response_format)
     except HTTPException as exc:
         raise JobInputError(str(exc.detail)) from None
-    return request
+    return request, text
 
 
 def _notes(text: str | SsmlText, unsaid: str) -> dict[str, Any]:
@@ -117,7 +118,7 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
             yield {"error": f"the worker is not ready ({chorus.failure or chorus.phase.value})"}
             return
         try:
-            request = parse_input(job.get("input"), chorus.settings)
+            request, text = parse_input(job.get("input"), chorus.settings)
             pipeline = pipeline_for_language(chorus, request.language)
         except JobInputError as exc:
             yield {"error": str(exc)}
@@ -126,7 +127,6 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
             yield {"error": str(exc.detail)}
             return
         info = pipeline.backend.info
-        text = clean_text(request.text, sys.maxsize, text_format=request.text_format)
         params = generate_params(request)
         seed = params.seed
         fmt, rate_in = request.response_format, info.sample_rate_hz
