@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.e2e.server import free_port
 
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_STEPS = ("apt-get", "useradd")
+# pip settings that would install somewhere other than the venv being built.
+PIP_ELSEWHERE = {"PIP_USER", "PIP_TARGET", "PIP_PREFIX", "PIP_ROOT"}
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -48,8 +51,26 @@ def instructions(text: str) -> list[tuple[str, str]]:
     return result
 
 
+def builders_pip() -> dict[str, str]:
+    """Where the builder's pip finds packages (its user config file, cache), kept when HOME moves.
+
+    A build machine's pip settings say where wheels come from (a local wheel folder, a mirror); they are
+    the builder's, not the image's, and losing them here sent pip to PyPI for a CUDA torch.
+    """
+    found: dict[str, str] = {}
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    for candidate in (Path(config) / "pip" / "pip.conf", Path.home() / ".pip" / "pip.conf"):
+        if "PIP_CONFIG_FILE" not in os.environ and candidate.is_file():
+            found["PIP_CONFIG_FILE"] = str(candidate)
+            break
+    cache = subprocess.run([sys.executable, "-m", "pip", "cache", "dir"], capture_output=True, text=True)
+    if cache.returncode == 0 and cache.stdout.strip():
+        found["PIP_CACHE_DIR"] = cache.stdout.strip()
+    return found
+
+
 def assignments(arguments: str) -> dict[str, str]:
-    return dict(part.split("=", 1) if "=" in part else (part, "") for part in shlex.split(arguments))
+    return {name: value for name, _, value in (part.partition("=") for part in shlex.split(arguments))}
 
 
 def test_the_containerfile_installs_serves_and_passes_its_healthcheck(tmp_path: Path) -> None:
@@ -66,8 +87,8 @@ def test_the_containerfile_installs_serves_and_passes_its_healthcheck(tmp_path: 
         return text
 
     subprocess.run([sys.executable, "-m", "venv", moved["/opt/venv"]], check=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHORUS_", "PIP_")) and k != "API_KEY"}
-    env.update({"HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHORUS_") and k not in {*PIP_ELSEWHERE, "API_KEY"}}
+    env.update(builders_pip(), HF_HUB_OFFLINE="1", HOME=str(tmp_path))
     workdir = tmp_path
     ran: list[str] = []
     cmd: list[str] = []
@@ -77,6 +98,10 @@ def test_the_containerfile_installs_serves_and_passes_its_healthcheck(tmp_path: 
             values = {k: here(v).replace("$PATH", env["PATH"]) for k, v in assignments(arguments).items()}
             # The image keeps no pip cache (a size setting); here the cache spares CI the downloads.
             values.pop("PIP_NO_CACHE_DIR", None)
+            if keyword == "ARG" and "TORCH_SPEC" in values:
+                # What a builder passes as --build-arg: the torch build these tests run on, so a CPU machine
+                # installs its CPU wheel, not the multi-GB CUDA build (which once filled CI's disk).
+                values["TORCH_SPEC"] = f"torch=={torch.__version__}"
             env.update(values)
         elif keyword == "WORKDIR":
             workdir = Path(here(arguments))
@@ -112,6 +137,10 @@ def test_the_containerfile_installs_serves_and_passes_its_healthcheck(tmp_path: 
         ["python", "-c", "import service; print(service.__file__)"], env=env, capture_output=True, text=True, cwd="/"
     )
     assert where.stdout.strip().startswith(moved["/opt/venv"]), where
+    installed = subprocess.run(
+        ["python", "-c", "import torch; print(torch.__version__)"], env=env, capture_output=True, text=True, cwd="/"
+    )
+    assert installed.stdout.strip() == torch.__version__, installed  # the build arg was honoured
 
     port = free_port()
     env.update({"PORT": str(port), "CHORUS_HOST": "127.0.0.1"})
