@@ -27,7 +27,7 @@ from inference.text import split_sentences
 from inference.text.lexicon import Lexicon
 from inference.text.ssml import Segment, SsmlText
 
-__all__ = ["SpeechPipeline", "SpeechResult"]
+__all__ = ["LiveSpeech", "SpeechPipeline", "SpeechResult", "Spoken"]
 
 _MAX_SEED = 2**63 - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -190,6 +190,12 @@ class SpeechPipeline:
         plain = text.text if isinstance(text, SsmlText) else text
         return self.unsayable(plain), self.prepare(text, params, language)
 
+    # ------------------------------------------------------------------ live sessions
+
+    def live(self, params: SynthesisParams, language: str) -> LiveSpeech:
+        """A session that says sentences as they are given (text arriving in pieces), in order."""
+        return LiveSpeech(self, params, language)
+
     # ------------------------------------------------------------------ streams
 
     async def open_stream(
@@ -250,6 +256,130 @@ class SpeechPipeline:
             for future, _ in in_flight:
                 with contextlib.suppress(BaseException):
                     await future
+
+
+@dataclass(frozen=True, slots=True)
+class Spoken:
+    """One item of a live session, in the order given: a sentence's audio, or a mark passed through."""
+
+    #: What the caller gave with it: the sentence's text, or the mark.
+    tag: object
+    #: The sentence's audio (edges softened, pauses added); empty for a mark or an unsayable sentence.
+    audio: npt.NDArray[np.float32]
+    batch_size: int = 0
+    #: ``LiveSpeech.generation`` when it was given: a ``clear`` since then makes it stale.
+    generation: int = 0
+
+
+class LiveSpeech:
+    """Sentences said as they are given (a voice agent's text, arriving while a language model writes it),
+    each submitted to the batcher at once and handed back in the order given, with marks in between.
+
+    The first sentence is admitted or refused (``QueueFullError``) at once; later ones wait for room
+    rather than cut a conversation short. ``clear`` drops everything not yet handed back (a caller that
+    interrupts the speech): jobs still queued are never synthesized. Event loop only.
+    """
+
+    def __init__(self, pipeline: SpeechPipeline, params: SynthesisParams, language: str) -> None:
+        self.pipeline = pipeline
+        self.params = params
+        self.language = language
+        #: Bumped by ``clear``; items given before carry the old value.
+        self.generation = 0
+        self._index = 0
+        self._admitted = False
+        self._order: asyncio.Queue[_LiveItem | None] = asyncio.Queue()
+        self._futures: set[asyncio.Future[list[Completed[npt.NDArray[np.float32]]]]] = set()
+
+    async def say(self, text: str, tag: object = None) -> None:
+        """Queue ``text`` (a sentence or more) to be said after everything given before it."""
+        pipeline = self.pipeline
+        if not self._admitted:
+            pipeline.batcher.check_admission()  # a session is refused before its text costs any work
+        generation = self.generation
+        if len(text) <= _INLINE_PREPARE_CHARS:
+            jobs = self._prepare(text)
+        else:
+            jobs = await anyio.to_thread.run_sync(self._prepare, text)
+        if generation != self.generation:
+            return  # cleared while it was being prepared
+        if not jobs:
+            self._order.put_nowait(_LiveItem(tag, generation, None, []))
+            return
+        deadline = time.monotonic() + pipeline.request_timeout_s
+        if not self._admitted:
+            pending = pipeline.batcher.enqueue(jobs, deadline=deadline)  # QueueFullError: refused now
+            self._admitted = True
+            future = asyncio.ensure_future(pending.wait())
+        else:
+            future = asyncio.ensure_future(pipeline._submit(jobs, BatchGroup(), deadline))
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+        self._order.put_nowait(_LiveItem(tag, generation, future, jobs))
+
+    def _prepare(self, text: str) -> list[SynthesisJob]:
+        jobs: list[SynthesisJob] = []
+        pending = deque(self.pipeline._sentences(text, self.params, self.language))
+        while pending:
+            jobs += self.pipeline._prepare_next(pending, self._index + len(jobs))
+        self._index += len(jobs)
+        return jobs
+
+    def mark(self, tag: object) -> None:
+        """Hand ``tag`` back once everything given before it has been."""
+        self._order.put_nowait(_LiveItem(tag, self.generation, None, []))
+
+    def end(self) -> None:
+        """No more text: the iteration stops after what was given."""
+        self._order.put_nowait(None)
+
+    def clear(self) -> None:
+        """Drop everything given and not yet handed back; its queued jobs are never synthesized."""
+        self.generation += 1
+        for future in list(self._futures):
+            future.cancel()
+        while not self._order.empty():
+            item = self._order.get_nowait()
+            if item is None:
+                self._order.put_nowait(None)  # an end stays an end
+                break
+
+    async def aclose(self) -> None:
+        """Drop what is queued and wait until its jobs are out of the batcher."""
+        self.clear()
+        for future in list(self._futures):
+            with contextlib.suppress(BaseException):
+                await future
+
+    async def __aiter__(self) -> AsyncIterator[Spoken]:
+        rate_hz = self.pipeline.backend.info.sample_rate_hz
+        while (item := await self._order.get()) is not None:
+            if item.future is None:
+                yield Spoken(item.tag, _NO_AUDIO, generation=item.generation)
+                continue
+            await asyncio.wait((item.future,))
+            if item.future.cancelled() or item.generation != self.generation:
+                continue  # cleared
+            done = item.future.result()  # a failed synthesis or a passed deadline raises here
+            pairs = zip(item.jobs, done, strict=True)
+            audio = [with_pauses(job, soften_edges(d.value, rate_hz), rate_hz) for job, d in pairs]
+            yield Spoken(
+                item.tag,
+                np.concatenate(audio) if len(audio) > 1 else audio[0],
+                max(d.batch_size for d in done),
+                item.generation,
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class _LiveItem:
+    tag: object
+    generation: int
+    future: asyncio.Future[list[Completed[npt.NDArray[np.float32]]]] | None
+    jobs: list[SynthesisJob]
+
+
+_NO_AUDIO = np.zeros(0, dtype=np.float32)
 
 
 def soften_edges(audio: npt.NDArray[np.float32], rate_hz: int, fade_s: float = 0.004) -> npt.NDArray[np.float32]:

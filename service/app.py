@@ -178,6 +178,9 @@ class ChorusApp(Litestar):
         self._observed = observability_middleware(self._drain_then_serve, chorus)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # Litestar's own union types
+        if scope["type"] == ScopeType.WEBSOCKET:
+            await self._observed(scope, receive, send)  # counted and logged like requests (no body to drain)
+            return
         if scope["type"] != ScopeType.HTTP:
             await super().__call__(scope, receive, send)
             return

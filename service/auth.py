@@ -8,7 +8,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
 
-__all__ = ["key_matches", "require_api_key"]
+__all__ = ["api_key_problem", "key_matches", "require_api_key"]
 
 API_KEY_HEADER = "x-api-key"
 
@@ -30,20 +30,30 @@ async def require_api_key(connection: ASGIConnection, handler: BaseRouteHandler)
     """
     if not handler.opt.get("auth", True):
         return
+    problem = api_key_problem(connection, bearer=handler.opt.get("bearer", False))
+    if problem is not None:
+        raise NotAuthorizedException(problem)
+
+
+def api_key_problem(connection: ASGIConnection, *, bearer: bool) -> str | None:  # type: ignore[type-arg]
+    """Why the connection's key is refused, or None when it is accepted (or no key is configured).
+
+    ``bearer``: OpenAI clients send the key as a bearer token. Behind RunPod that header carries RunPod's
+    own key, so X-API-Key must keep working: either one suffices.
+    """
     keys: tuple[str, ...] = connection.app.state.chorus.settings.api_keys
     if not keys:
-        return
+        return None
     candidates = []
     if (api_key := connection.headers.get(API_KEY_HEADER)) is not None:
         candidates.append(api_key)
-    if handler.opt.get("bearer", False):
-        # OpenAI clients send the key as a bearer token. Behind RunPod that header carries RunPod's own
-        # key, so X-API-Key must keep working: either one suffices.
+    if bearer:
         scheme, _, token = connection.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             candidates.append(token.strip())
     if not candidates:
-        where = "X-API-Key or Authorization: Bearer" if handler.opt.get("bearer", False) else "the X-API-Key header"
-        raise NotAuthorizedException(f"an API key is required: send it in {where}")
+        where = "X-API-Key or Authorization: Bearer" if bearer else "the X-API-Key header"
+        return f"an API key is required: send it in {where}"
     if not any(key_matches(candidate, keys) for candidate in candidates):
-        raise NotAuthorizedException("the API key is not valid")
+        return "the API key is not valid"
+    return None

@@ -26,7 +26,10 @@ __all__ = ["CONTENT_TYPE", "Metrics", "observability_middleware", "route_label"]
 
 #: Prometheus' text format; Litestar appends "; charset=utf-8" to every text/* media type itself.
 CONTENT_TYPE = "text/plain; version=0.0.4"
-ROUTES = ("/ping", "/generate", "/stats", "/metrics", "/v1/audio/speech", "/v1/models", "/v1/audio/voices")
+ROUTES = (
+    "/ping", "/generate", "/stats", "/metrics", "/v1/audio/speech", "/v1/models", "/v1/audio/voices",
+    "/v1/audio/speech/stream-input",
+)  # fmt: skip
 access_log = logging.getLogger("chorus.access")
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -109,25 +112,28 @@ def route_label(path: str, health_paths: tuple[str, ...]) -> str:
 
 
 def observability_middleware(app: ASGIApp, chorus: ServiceState) -> ASGIApp:
-    """Count, time and log every HTTP request (one JSON line; never the text, never a key).
+    """Count, time and log every HTTP request and WebSocket session (one JSON line; never the text, never a key).
 
     It wraps the whole application, not Litestar's route middleware, so that the router's own 404 and 405
     (which never reach a route's middleware) are counted and logged too."""
 
     health_paths = chorus.settings.health_paths()  # once: the settings never change
 
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await app(scope, receive, send)
-            return
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:  # HTTP and WebSocket scopes
         started = time.monotonic()
-        status = 500
+        # A WebSocket closed before it was accepted was refused (ASGI: the server answers 403).
+        status = 500 if scope["type"] == ScopeType.HTTP else 403
         route = route_label(scope["path"], health_paths)
+        close_code: int | None = None
 
         async def send_and_watch(message: Message) -> None:
-            nonlocal status
+            nonlocal status, close_code
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "websocket.accept":
+                status = 101
+            elif message["type"] == "websocket.close":
+                close_code = message.get("code", 1000)
             await send(message)
 
         try:
@@ -148,8 +154,9 @@ def observability_middleware(app: ASGIApp, chorus: ServiceState) -> ASGIApp:
                 record = {
                     "request_id": request_id(scope),
                     "route": route,
-                    "method": scope.get("method"),
+                    "method": scope.get("method", "WEBSOCKET"),
                     "status": status,
+                    **({"close_code": close_code} if close_code is not None else {}),
                     "ms": round(elapsed * 1000, 1),
                     **facts,
                 }

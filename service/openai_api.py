@@ -24,6 +24,7 @@ from inference.backends.base import ModelInfo, SynthesisParams
 from inference.errors import InferenceError, QueueFullError
 from inference.speech import SpeechPipeline
 from service.errors import STATUS_TABLE, client_error, request_id
+from service.live import speech_stream_input
 from service.schemas import OpenAIErrorBody, TextFormat, audio_spec, error_specs
 from service.state import ServiceState
 from service.synthesis import audio_response, check_format, clean_text, ready_pipeline
@@ -105,7 +106,10 @@ def openai_route_error(request: Request[Any, Any, Any], exc: HTTPException) -> R
     if exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
         return _openai_error(request, 405, message, headers=exc.headers)
-    served = "POST /v1/audio/speech, GET /v1/models, GET /v1/models/{model}, GET /v1/audio/voices"
+    served = (
+        "POST /v1/audio/speech, GET /v1/models, GET /v1/models/{model}, GET /v1/audio/voices, "
+        "WebSocket /v1/audio/speech/stream-input"
+    )
     return _openai_error(request, 404, f"Invalid URL ({request.method} {request.url.path}); Chorus serves {served}")
 
 
@@ -241,7 +245,7 @@ async def list_voices(chorus: ServiceState, model: str | None = None) -> dict[st
 
 openai_router = Router(
     path="/v1",
-    route_handlers=[create_speech, list_models, retrieve_model, list_voices],
+    route_handlers=[create_speech, list_models, retrieve_model, list_voices, speech_stream_input],
     opt={"bearer": True},
     exception_handlers={
         HTTPException: _http_error,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["DEFAULT_MAX_CHUNK_CHARS", "split_sentences"]
+__all__ = ["DEFAULT_MAX_CHUNK_CHARS", "SentenceBuffer", "split_sentences"]
 
 DEFAULT_MAX_CHUNK_CHARS = 400
 
@@ -68,3 +68,64 @@ def split_sentences(text: str, language: str = "en", max_chars: int = DEFAULT_MA
         if cleaned:
             chunks.extend(piece for piece in _cut_long(cleaned, max_chars) if piece.strip())
     return chunks
+
+
+#: A word followed by a space: once the text after a sentence holds one, the sentence's end is settled.
+_WORD_ENDED = re.compile(r"\S\s")
+
+
+def _settled(after: str) -> bool:
+    """Whether the text after a sentence end confirms it: a word has ended there, or a line break follows."""
+    return bool(_WORD_ENDED.search(after)) or (not after.strip() and "\n" in after)
+
+
+class SentenceBuffer:
+    """Text that arrives in pieces (a language model's tokens), handed out one complete sentence at a time.
+
+    A sentence is complete once a word of the text after it has ended (or a paragraph break follows):
+    before that the segmenter cannot tell "Dr. " or "$3." from a sentence's end, nor whether a quote
+    mark after a full stop closes that sentence or opens the next. So the sentences come out as the
+    whole text's would; the last, possibly unfinished, one waits for more text or ``flush``.
+    """
+
+    def __init__(self, language: str = "en", max_chars: int = DEFAULT_MAX_CHUNK_CHARS) -> None:
+        self.language = language
+        #: A run this long with no sentence end is handed out anyway, cut at a clause or a space (so text
+        #: without punctuation still flows, and each piece costs the segmenter a bounded amount of work).
+        self.max_chars = max(1, max_chars)
+        self._text = ""
+
+    @property
+    def pending(self) -> str:
+        """The text not handed out yet."""
+        return self._text
+
+    def add(self, piece: str) -> list[str]:
+        """Take ``piece``; return the sentences it completed, as sent (whitespace and all), in order."""
+        self._text += piece
+        if not self._text.strip():
+            return []
+        parts = _segment(self._text, self.language)
+        if "".join(parts) != self._text:  # never seen; then nothing is cut rather than something lost
+            return []
+        cut = len(parts) - 1
+        while cut > 0 and not _settled("".join(parts[cut:])):
+            cut -= 1
+        done = parts[:cut]
+        self._text = "".join(parts[cut:])
+        while len(self._text) > self.max_chars:
+            head = self._text[: self.max_chars]
+            breaks = [m.end() for m in _CLAUSE_BREAK.finditer(head)] or [m.end() for m in _SPACE.finditer(head)]
+            cut = breaks[-1] if breaks and breaks[-1] < len(head) else self.max_chars
+            done.append(self._text[:cut])
+            self._text = self._text[cut:]
+        return [part for part in done if part.strip()]
+
+    def flush(self) -> str:
+        """Everything still waiting, as one piece (empty when there is nothing to say)."""
+        text, self._text = self._text, ""
+        return text if text.strip() else ""
+
+    def clear(self) -> None:
+        """Forget what is waiting."""
+        self._text = ""

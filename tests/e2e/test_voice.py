@@ -278,6 +278,37 @@ def test_markdown_is_read_as_words_not_symbols(voice_server: Server, whisper: An
     assert word_error_rate(["I really mean it. See the docs now."], [as_markdown]) <= 0.25, as_markdown
 
 
+async def test_a_language_models_tokens_over_a_websocket_come_back_as_speech(
+    voice_server: Server, whisper: Any
+) -> None:
+    """A voice agent's path, through granian: text in small pieces (some split inside words, Markdown
+    included), speech back sentence by sentence, intelligible as a whole."""
+    import websockets
+
+    answer = "Sure! The **meeting** is at noon. Bring your notes, and we will review the plan together."
+    url = voice_server.url.replace("http://", "ws://") + "/v1/audio/speech/stream-input?seed=7"
+    audio, events = bytearray(), []
+    async with websockets.connect(url, max_size=None) as ws:
+        for i in range(0, len(answer), 4):
+            await ws.send(json.dumps({"type": "speak", "text": answer[i : i + 4]}))
+        await ws.send(json.dumps({"type": "close"}))
+        async for message in ws:
+            if isinstance(message, bytes):
+                audio += message
+            else:
+                events.append(json.loads(message))
+        assert ws.close_code == 1000
+    texts = [e["text"] for e in events if e["type"] == "sentence"]
+    assert texts == ["Sure!", "The **meeting** is at noon.", "Bring your notes, and we will review the plan together."]
+    assert events[-1]["type"] == "done"
+    assert events[-1]["sample_rate"] == 22050
+    pcm = np.frombuffer(bytes(audio), dtype="<i2").astype(np.float32) / 32768
+    heard = transcribe(whisper, wav_bytes(pcm, 22050))
+    assert "asterisk" not in heard.lower()
+    assert word_error_rate(["Sure! The meeting is at noon. Bring your notes, and we will review the plan together."],
+                           [heard]) <= 0.15, heard  # fmt: skip
+
+
 def log_mel_db(audio: np.ndarray, rate: int) -> np.ndarray:
     from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from inference.text import split_sentences
+from inference.text.segment import SentenceBuffer
 
 
 def test_abbreviations_decimals_quotes_and_ellipses_do_not_split() -> None:
@@ -42,3 +45,69 @@ def test_blank_text_gives_no_chunks(text: str) -> None:
 
 def test_other_languages_use_their_rules() -> None:
     assert len(split_sentences("Hallo Welt. Wie geht es dir? Gut, danke.", "de")) == 3
+
+
+# ------------------------------------------------------------------ text arriving in pieces (SentenceBuffer)
+
+LLM_ANSWER = (
+    'Dr. Smith paid $3.50 for it, i.e. almost nothing. "Really?" she asked... Yes!\n\n'
+    "- First item\n- Second item\n\nThe end"
+)
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 1000])
+def test_pieces_give_the_sentences_of_the_whole_text_in_order(size: int) -> None:
+    buffer = SentenceBuffer("en")
+    said: list[str] = []
+    for piece in _pieces(LLM_ANSWER, size):
+        said += buffer.add(piece)
+    said.append(buffer.flush())
+    assert [s.strip() for s in said if s.strip()] == [s.strip() for s in split_sentences(LLM_ANSWER)]
+
+
+def test_a_sentence_waits_until_a_word_after_it_has_ended() -> None:
+    buffer = SentenceBuffer("en")
+    assert buffer.add("It costs $3.") == []  # "$3." may go on as "$3.50"
+    assert buffer.add("50 today. ") == []  # the last sentence might go on
+    assert buffer.add("Next") == []  # nor can a quote mark after a full stop be placed before a word ends
+    assert buffer.add(" one") == ["It costs $3.50 today. "]
+    assert buffer.pending == "Next one"
+    assert buffer.add(".\n\n") == ["Next one."]  # a paragraph break ends it at once
+    assert buffer.flush() == ""
+
+
+def test_a_long_run_without_a_sentence_end_is_handed_out_at_a_space() -> None:
+    buffer = SentenceBuffer("en", max_chars=40)
+    said: list[str] = []
+    for word in ("word " * 30).split(" "):
+        said += buffer.add(word + " ")
+    assert said
+    assert all(len(s) <= 40 for s in said)
+    assert all(s.endswith(" ") for s in said)  # never inside a word
+    assert "".join(said) + buffer.pending == "word " * 30 + " "
+
+
+def test_clear_and_flush_forget_what_waits() -> None:
+    buffer = SentenceBuffer("en")
+    buffer.add("Half a sen")
+    buffer.clear()
+    assert buffer.pending == ""
+    assert buffer.add("   ") == []
+    assert buffer.flush() == ""
+
+
+@given(st.lists(st.text(alphabet=" .!?abc\n$3,", max_size=12), max_size=30))
+def test_nothing_is_lost_or_reordered(pieces: list[str]) -> None:
+    buffer = SentenceBuffer("en", max_chars=25)
+    said = [s for piece in pieces for s in buffer.add(piece)]
+
+    def visible(text: str) -> str:
+        return "".join(text.split())
+
+    # Every character comes back once, in order (blank runs between sentences aside), and none is blank.
+    assert visible("".join(said) + buffer.pending) == visible("".join(pieces))
+    assert all(s.strip() for s in said)

@@ -1,0 +1,316 @@
+"""``WebSocket /v1/audio/speech/stream-input``: text in pieces, speech back sentence by sentence.
+
+A voice agent streams a language model's answer in as it is written; each sentence is synthesized as soon
+as it is complete (``SentenceBuffer``), in the batcher beside every other request, and its audio goes
+back in order. The protocol (README, "Live text in"):
+
+* configuration in the query string: ``model``, ``voice``, ``speed``, ``temperature``, ``seed``,
+  ``response_format`` (default ``pcm``), ``sample_rate``, ``text_format`` (``markdown`` or ``plain``);
+* client messages, JSON text frames: ``{"type": "speak", "text": "..."}``, ``{"type": "flush"}`` (say what
+  is waiting now), ``{"type": "clear"}`` (the caller interrupted: drop what is not yet sent),
+  ``{"type": "close"}`` (say the rest, then end);
+* server messages: for each sentence ``{"type": "sentence", ...}`` then its audio as binary frames;
+  ``flushed``, ``cleared``, ``done``; ``error`` with ``status_code`` and ``detail`` (a refused message
+  leaves the session open; a refused session, overload or a failed synthesis ends it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import Annotated, Any, Literal
+
+import msgspec
+import numpy as np
+from litestar import WebSocket, websocket
+from litestar.exceptions import HTTPException, WebSocketDisconnect
+
+from inference.audio.formats import StreamEncoder
+from inference.backends.base import SynthesisParams
+from inference.errors import InferenceError, QueueFullError
+from inference.speech import LiveSpeech, SpeechPipeline
+from inference.text.segment import SentenceBuffer
+from service.auth import api_key_problem
+from service.errors import STATUS_TABLE
+from service.schemas import SampleRate, Seed, Speed, Temperature
+from service.state import Phase, ServiceState
+from service.synthesis import check_format, clean_text, plain_text
+
+__all__ = ["speech_stream_input"]
+
+#: Close codes (RFC 6455 and IANA's registry).
+_NORMAL, _POLICY, _INTERNAL, _RESTART, _TRY_LATER = 1000, 1008, 1011, 1012, 1013
+#: A refused key: 4000 + the HTTP status, Litestar's convention for WebSocket errors.
+_UNAUTHORIZED = 4401
+#: Longest ``text`` one message may carry (longer: send it in pieces).
+MAX_MESSAGE_CHARS = 5000
+#: How often an open session looks for a SIGTERM drain (then it says what it has and ends).
+_DRAIN_POLL_S = 0.5
+_EMPTY = np.zeros(0, dtype=np.float32)
+log = logging.getLogger("chorus")
+
+
+class LiveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The session's settings, from the query string."""
+
+    model: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    voice: Annotated[str, msgspec.Meta(max_length=200)] = "default"
+    speed: Speed = 1.0
+    temperature: Temperature | None = None
+    seed: Seed | None = None
+    response_format: Annotated[str, msgspec.Meta(max_length=10)] = "pcm"
+    sample_rate: SampleRate | None = None
+    text_format: Literal["markdown", "plain"] = "markdown"
+
+
+class ClientMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One message from the client."""
+
+    type: Literal["speak", "flush", "clear", "close"]
+    text: str = ""
+
+
+class _Flushed:
+    """The mark a flush puts in the session: answered once the audio before it has gone out."""
+
+
+class _Refused(Exception):
+    """Ends the session with an error message and a close code."""
+
+    def __init__(self, status: int, detail: str, close_code: int, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.close_code, self.extra = status, detail, close_code, extra
+
+
+# The key is checked here, after the handshake, not by the guard: a guard's refusal is an HTTP 403 to the
+# handshake, which a browser cannot read; an accepted socket can say why (401) and close with 4401.
+@websocket("/audio/speech/stream-input", opt={"auth": False})
+async def speech_stream_input(socket: WebSocket[Any, Any, Any], chorus: ServiceState) -> None:
+    """Speech for text that arrives in pieces (see the module's docstring for the protocol)."""
+    await socket.accept()
+    facts: dict[str, Any] = socket.scope.setdefault("state", {}).setdefault("synthesis", {})
+    facts.update(stream=True, live=True, text_chars=0, sentences=0, audio_s=0.0)
+    try:
+        if (problem := api_key_problem(socket, bearer=True)) is not None:
+            raise _Refused(401, problem, _UNAUTHORIZED)
+        session = _open(socket, chorus)
+    except _Refused as refused:
+        await _end(socket, refused)
+        return
+    await session.run(facts)
+
+
+def _open(socket: WebSocket[Any, Any, Any], chorus: ServiceState) -> _Session:
+    from service.openai_api import pipeline_for_model, resolve_voice  # (it imports this module's router)
+
+    try:
+        config = msgspec.convert(dict(socket.query_params), LiveConfig, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _Refused(400, f"query string: {exc}", _POLICY) from None
+    try:
+        pipeline = pipeline_for_model(chorus, config.model) if config.model else _default(chorus)
+        voice = resolve_voice(pipeline.backend.info, config.voice)
+        fmt = check_format(config.response_format)
+    except HTTPException as exc:
+        code = _TRY_LATER if exc.status_code == 503 else _POLICY
+        raise _Refused(exc.status_code, exc.detail, code) from None
+    params = SynthesisParams(
+        temperature=config.temperature,
+        speed=config.speed,
+        seed=config.seed if config.seed is not None else secrets.randbits(63),
+        voice=voice,
+        seeded=config.seed is not None,
+    )
+    return _Session(socket, chorus, pipeline, params, fmt, config)
+
+
+def _default(chorus: ServiceState) -> SpeechPipeline:
+    from service.synthesis import ready_pipeline
+
+    return ready_pipeline(chorus)
+
+
+class _Session:
+    """One connection: a reader that turns messages into sentences, a writer that sends their audio."""
+
+    def __init__(
+        self,
+        socket: WebSocket[Any, Any, Any],
+        chorus: ServiceState,
+        pipeline: SpeechPipeline,
+        params: SynthesisParams,
+        fmt: str,
+        config: LiveConfig,
+    ) -> None:
+        info = pipeline.backend.info
+        self.socket = socket
+        self.chorus = chorus
+        self.pipeline = pipeline
+        self.params = params
+        self.text_format = config.text_format
+        self.language = info.languages[0] if info.languages else "en"
+        self.buffer = SentenceBuffer(self.language, pipeline.max_chunk_chars)
+        self.live: LiveSpeech = pipeline.live(params, self.language)
+        self.encoder = StreamEncoder(fmt, info.sample_rate_hz, config.sample_rate)
+        self.source_rate = info.sample_rate_hz
+        self.samples = 0
+        self.sentences = 0
+        self.send_lock = asyncio.Lock()
+        self.ended = False
+
+    async def run(self, facts: dict[str, Any]) -> None:
+        reader = asyncio.ensure_future(self._read(facts))
+        writer = asyncio.ensure_future(self._write(facts))
+        watcher = asyncio.ensure_future(self._watch_drain())
+        try:
+            done, _ = await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
+            if writer not in done and reader.exception() is None and self.ended:
+                await asyncio.wait((writer,))  # "close" was asked: the writer says the rest, then ends
+                done = {reader, writer}
+            failures = [task.exception() for task in (reader, writer) if task in done and task.exception() is not None]
+            refused = next((exc for exc in failures if isinstance(exc, _Refused)), None)
+            if refused is None and failures and not isinstance(failures[0], WebSocketDisconnect):
+                log.error("live session failed", exc_info=failures[0])
+                refused = _Refused(500, "internal error", _INTERNAL)
+            if refused is not None:
+                await _end(self.socket, refused)
+        finally:
+            for task in (reader, writer, watcher):
+                task.cancel()
+            for task in (reader, writer, watcher):
+                with contextlib.suppress(BaseException):
+                    await task
+            await self.live.aclose()  # a client that left costs no more synthesis
+            facts.update(audio_s=round(self.samples / self.source_rate, 3), sentences=self.sentences)
+
+    async def _watch_drain(self) -> None:
+        """On SIGTERM the session says what it was given and ends (close code 1012), as a request would."""
+        # The phase is set by a signal handler and the lifespan, not through an event: looked at twice a second.
+        while self.chorus.phase is not Phase.DRAINING:  # noqa: ASYNC110
+            await asyncio.sleep(_DRAIN_POLL_S)
+        if not self.ended:
+            await self._finish()
+
+    async def _finish(self) -> None:
+        await self._say(self.buffer.flush())
+        self.ended = True
+        self.live.end()
+
+    async def _read(self, facts: dict[str, Any]) -> None:
+        while True:
+            message = await self._receive()
+            if message is None:
+                return  # the client went away
+            if self.ended:
+                await self._error(409, "the session is ending: no more text is taken")
+                continue
+            if message.type in ("speak", "close") and message.text:
+                if len(message.text) > MAX_MESSAGE_CHARS:
+                    await self._error(422, f"text is {len(message.text)} characters long; the limit per message is "
+                                      f"{MAX_MESSAGE_CHARS}: send it in pieces")  # fmt: skip
+                    continue
+                facts["text_chars"] += len(message.text)
+                for sentence in self.buffer.add(message.text):
+                    await self._say(sentence)
+            if message.type == "flush":
+                await self._say(self.buffer.flush())
+                self.live.mark(_Flushed())
+            elif message.type == "clear":
+                async with self.send_lock:
+                    self.buffer.clear()
+                    self.live.clear()
+                    await self.socket.send_json({"type": "cleared"})
+            elif message.type == "close":
+                await self._finish()
+                return
+
+    async def _receive(self) -> ClientMessage | None:
+        """The next well-formed message; a malformed one is answered with an error and skipped."""
+        while True:
+            event = await self.socket.receive()
+            if event["type"] == "websocket.disconnect":
+                return None
+            data = event.get("text")
+            if not isinstance(data, str):
+                await self._error(400, 'messages are JSON text frames, such as {"type": "speak", "text": "Hello."}')
+                continue
+            try:
+                return msgspec.json.decode(data, type=ClientMessage)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self._error(400, f"message: {exc}")
+            except RecursionError:
+                await self._error(400, "message: the JSON is nested too deeply")
+
+    async def _say(self, sentence: str) -> None:
+        if not sentence.strip():
+            return
+        try:
+            text = plain_text(clean_text(sentence, len(sentence), text_format=self.text_format))
+        except HTTPException:
+            return  # nothing to say in this piece (only markup, only emoji): nothing to send for it
+        try:
+            await self.live.say(text, tag=sentence.strip())
+        except QueueFullError as exc:
+            raise _Refused(429, str(exc), _TRY_LATER, retry_after_s=max(1, round(exc.retry_after_s))) from None
+        except InferenceError as exc:
+            status = _status(exc)
+            if status >= 500:
+                raise _Refused(status, str(exc), _TRY_LATER if status == 503 else _INTERNAL) from None
+            await self._error(status, str(exc))
+
+    async def _write(self, facts: dict[str, Any]) -> None:
+        await self._send_audio(self.encoder.encode(_EMPTY))  # a WAV stream's header goes out at once
+        try:
+            async for spoken in self.live:
+                async with self.send_lock:
+                    if spoken.generation != self.live.generation:
+                        continue  # cleared after it was made
+                    if isinstance(spoken.tag, _Flushed):
+                        await self.socket.send_json({"type": "flushed", "audio_seconds": self._seconds()})
+                        continue
+                    if not len(spoken.audio):
+                        continue
+                    start = self._seconds()
+                    self.samples += len(spoken.audio)
+                    self.sentences += 1
+                    event = {"type": "sentence", "index": self.sentences - 1, "text": spoken.tag, "start_s": start,
+                             "duration_s": round(len(spoken.audio) / self.source_rate, 3),
+                             "batch_size": spoken.batch_size}  # fmt: skip
+                    await self.socket.send_json(event)
+                    await self._send_audio(self.encoder.encode(spoken.audio))
+                    facts["batch_size"] = max(facts.get("batch_size", 0), spoken.batch_size)
+        except InferenceError as exc:
+            status = _status(exc)
+            detail = "synthesis failed" if status == 500 else str(exc)
+            raise _Refused(status, detail, _TRY_LATER if status == 503 else _INTERNAL) from None
+        await self._send_audio(self.encoder.finish())
+        summary = {"type": "done", "audio_seconds": self._seconds(), "sentences": self.sentences,
+                   "seed": self.params.seed, "sample_rate": self.encoder.rate_hz}  # fmt: skip
+        await self.socket.send_json(summary)
+        code = _RESTART if self.chorus.phase is Phase.DRAINING else _NORMAL
+        await self.socket.close(code)
+
+    async def _send_audio(self, data: bytes) -> None:
+        if data:
+            await self.socket.send_bytes(data)
+
+    async def _error(self, status: int, detail: str) -> None:
+        async with self.send_lock:
+            await self.socket.send_json({"type": "error", "status_code": status, "detail": detail})
+
+    def _seconds(self) -> float:
+        return round(self.samples / self.source_rate, 3)
+
+
+def _status(exc: InferenceError) -> int:
+    return next((code for kind, code in STATUS_TABLE.items() if isinstance(exc, kind)), 500)
+
+
+async def _end(socket: WebSocket[Any, Any, Any], refused: _Refused) -> None:
+    """Say why the session ends, then close it (a client already gone is fine)."""
+    with contextlib.suppress(Exception):
+        body = {"type": "error", "status_code": refused.status, "detail": refused.detail, **refused.extra}
+        await socket.send_json(body)
+        await socket.close(refused.close_code, refused.detail[:120])
