@@ -158,6 +158,8 @@ class _Session:
         self.samples = 0
         self.sentences = 0
         self.send_lock = asyncio.Lock()
+        #: Held while a message's text is handed on, so a drain's flush cannot land in the middle of one.
+        self.turn_lock = asyncio.Lock()
         self.ended = False
 
     async def run(self, facts: dict[str, Any]) -> None:
@@ -190,41 +192,51 @@ class _Session:
         # The phase is set by a signal handler and the lifespan, not through an event: looked at twice a second.
         while self.chorus.phase is not Phase.DRAINING:  # noqa: ASYNC110
             await asyncio.sleep(_DRAIN_POLL_S)
-        if not self.ended:
-            await self._finish()
+        async with self.turn_lock:
+            if not self.ended:
+                await self._finish()
 
     async def _finish(self) -> None:
-        await self._say(self.buffer.flush())
-        self.ended = True
-        self.live.end()
+        try:
+            await self._say(self.buffer.flush())
+        finally:
+            self.ended = True
+            self.live.end()
 
     async def _read(self, facts: dict[str, Any]) -> None:
         while True:
             message = await self._receive()
             if message is None:
                 return  # the client went away
-            if self.ended:
-                await self._error(409, "the session is ending: no more text is taken")
-                continue
-            if message.type in ("speak", "close") and message.text:
-                if len(message.text) > MAX_MESSAGE_CHARS:
-                    await self._error(422, f"text is {len(message.text)} characters long; the limit per message is "
-                                      f"{MAX_MESSAGE_CHARS}: send it in pieces")  # fmt: skip
-                    continue
-                facts["text_chars"] += len(message.text)
-                for sentence in self.buffer.add(message.text):
-                    await self._say(sentence)
-            if message.type == "flush":
-                await self._say(self.buffer.flush())
-                self.live.mark(_Flushed())
-            elif message.type == "clear":
-                async with self.send_lock:
-                    self.buffer.clear()
-                    self.live.clear()
-                    await self.socket.send_json({"type": "cleared"})
-            elif message.type == "close":
-                await self._finish()
-                return
+            async with self.turn_lock:
+                if not await self._handle(message, facts):
+                    return
+
+    async def _handle(self, message: ClientMessage, facts: dict[str, Any]) -> bool:
+        """Act on one message; False once the session takes no more."""
+        if self.ended:
+            await self._error(409, "the session is ending: no more text is taken")
+            return True
+        if message.type in ("speak", "close") and message.text:
+            if len(message.text) > MAX_MESSAGE_CHARS:
+                await self._error(422, f"text is {len(message.text)} characters long; the limit per message is "
+                                  f"{MAX_MESSAGE_CHARS}: send it in pieces")  # fmt: skip
+                return True
+            facts["text_chars"] += len(message.text)
+            for sentence in self.buffer.add(message.text):
+                await self._say(sentence)
+        if message.type == "flush":
+            await self._say(self.buffer.flush())
+            self.live.mark(_Flushed())
+        elif message.type == "clear":
+            async with self.send_lock:
+                self.buffer.clear()
+                self.live.clear()
+                await self.socket.send_json({"type": "cleared"})
+        elif message.type == "close":
+            await self._finish()
+            return False
+        return True
 
     async def _receive(self) -> ClientMessage | None:
         """The next well-formed message; a malformed one is answered with an error and skipped."""
