@@ -193,15 +193,19 @@ class _Session:
         while self.chorus.phase is not Phase.DRAINING:  # noqa: ASYNC110
             await asyncio.sleep(_DRAIN_POLL_S)
         async with self.turn_lock:
-            if not self.ended:
+            if self.ended:
+                return
+            try:
                 await self._finish()
+            except _Refused as refused:  # what waited cannot be said now: say so, and end with what was
+                await self._error(refused.status, refused.detail)
+                self.ended = True
+                self.live.end()
 
     async def _finish(self) -> None:
-        try:
-            await self._say(self.buffer.flush())
-        finally:
-            self.ended = True
-            self.live.end()
+        await self._say(self.buffer.flush())
+        self.ended = True
+        self.live.end()
 
     async def _read(self, facts: dict[str, Any]) -> None:
         while True:
