@@ -55,7 +55,9 @@ class GenerateRequest(msgspec.Struct, kw_only=True):
     speaker: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     #: Stream the audio as each sentence finishes (WAV with unknown sizes, or the chosen format).
     stream: bool = False
-    response_format: Annotated[str, msgspec.Meta(max_length=10, description="wav, pcm, flac, mp3, opus, aac")] = "wav"
+    response_format: Annotated[
+        str, msgspec.Meta(max_length=10, description="wav, pcm, flac, mp3, opus, aac, mulaw, alaw")
+    ] = "wav"
     sample_rate: SampleRate | None = None
     text_format: TextFormat = "markdown"
 

@@ -1,4 +1,5 @@
-"""Output formats, whole or streamed: WAV and raw PCM by hand, FLAC/MP3/Opus/AAC through PyAV (FFmpeg).
+"""Output formats, whole or streamed: WAV, raw PCM and G.711 (mu-law, A-law) by hand, FLAC/MP3/Opus/AAC
+through PyAV (FFmpeg).
 
 Every format is 16-bit mono at its source. A streaming encoder takes float chunks as they are
 synthesized and returns the bytes ready to send after each one; resampling (soxr) happens inside, with
@@ -15,11 +16,12 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from inference.audio.g711 import pcm16_to_alaw, pcm16_to_mulaw
 from inference.audio.wav import float_to_pcm16, wav_header
 
 __all__ = ["FORMATS", "AudioFormat", "StreamEncoder", "encode_audio", "resample"]
 
-AudioFormat = Literal["wav", "pcm", "flac", "mp3", "opus", "aac"]
+AudioFormat = Literal["wav", "pcm", "flac", "mp3", "opus", "aac", "mulaw", "alaw"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +39,11 @@ FORMATS: dict[str, _Spec] = {
     "mp3": _Spec("audio/mpeg", "mp3", "libmp3lame", (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)),
     "opus": _Spec("audio/ogg", "ogg", "libopus", (8000, 12000, 16000, 24000, 48000)),
     "aac": _Spec("audio/aac", "adts", "aac", (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)),
+    # G.711, raw, one byte a sample, always 8 kHz: what telephone networks (Twilio, SIP) carry.
+    "mulaw": _Spec("audio/basic", None, None, (8000,)),
+    "alaw": _Spec("audio/x-alaw-basic", None, None, (8000,)),
 }
+_COMPANDERS = {"mulaw": pcm16_to_mulaw, "alaw": pcm16_to_alaw}
 
 
 def media_type(fmt: str) -> str:
@@ -114,6 +120,8 @@ class StreamEncoder:
 
     def _encode_pcm(self, audio: npt.NDArray[np.float32]) -> bytes:
         pcm = float_to_pcm16(audio)
+        if self.format in _COMPANDERS:
+            return _COMPANDERS[self.format](pcm)
         if self._container is None:
             return pcm
         if not pcm:

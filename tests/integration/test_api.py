@@ -430,3 +430,16 @@ async def test_characters_the_model_cannot_say_are_reported(client: AsyncTestCli
     assert "x-unsaid-characters" not in skipped.headers
     literal = await client.post("/generate", json={"text": "A snowman ☃ here.", "text_format": "plain"})
     assert literal.headers["x-unsaid-characters"] == "\\u2603"
+
+
+@pytest.mark.parametrize(("fmt", "media_type"), [("mulaw", "audio/basic"), ("alaw", "audio/x-alaw-basic")])
+async def test_telephony_formats_are_8_khz_g711(client: AsyncTestClient[Any], fmt: str, media_type: str) -> None:
+    from inference.audio.g711 import pcm16_to_alaw, pcm16_to_mulaw
+
+    body = {"text": "Your call is important to us.", "seed": 3}
+    response = await client.post("/generate", json={**body, "response_format": fmt})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == media_type
+    assert response.headers["x-sample-rate"] == "8000"
+    pcm = await client.post("/generate", json={**body, "response_format": "pcm", "sample_rate": 8000})
+    assert response.content == (pcm16_to_mulaw if fmt == "mulaw" else pcm16_to_alaw)(pcm.content)

@@ -192,6 +192,12 @@ def test_other_formats_stream_their_own_frames(client: TestClient[Any]) -> None:
         got = collect(ws)
     assert bytes(got.audio[:4]) == b"RIFF"
     assert got.of("done")[0]["sample_rate"] == 24000
+    with client.websocket_connect(f"{ROUTE}?response_format=mulaw") as ws:  # a telephone line (Twilio, SIP)
+        send(ws, type="close", text="A short one.")
+        got = collect(ws)
+    done = got.of("done")[0]
+    assert done["sample_rate"] == 8000
+    assert abs(len(got.audio) - done["audio_seconds"] * 8000) <= 8  # one byte a sample at 8 kHz
 
 
 def test_the_api_key_is_required(tiny_backend: Any) -> None:
