@@ -20,11 +20,12 @@ from typing import Any
 
 import httpx
 
+from service.bench.live import live_loop, summarize_live
 from service.bench.loadgen import Target, closed_loop, open_loop, summarize
 from service.bench.report import machine, markdown_table, write_results
 from service.bench.sentences import SENTENCES
 
-__all__ = ["WARMUP_FIRST_INDEX", "cost_per_million_chars", "main", "read_texts", "sweep"]
+__all__ = ["WARMUP_FIRST_INDEX", "cost_per_million_chars", "live_sweep", "main", "read_texts", "sweep"]
 
 #: Warm-up requests are numbered from here, away from the measured runs' 0, 1, 2 ...
 WARMUP_FIRST_INDEX = 1_000_000
@@ -114,6 +115,30 @@ async def sweep(
     return rows
 
 
+async def live_sweep(
+    target: Target,
+    system: str,
+    *,
+    concurrencies: list[int],
+    duration_s: float,
+    warmup_s: float,
+    chars_per_s: float,
+    quiet: bool = False,
+) -> list[dict[str, Any]]:
+    """Warm up, then one run of concurrent conversations per concurrency (``service.bench.live``)."""
+    if warmup_s > 0:
+        await live_loop(target, 1, duration_s=warmup_s, chars_per_s=chars_per_s, label=f"{system} warm-up",
+                        quiet=quiet)  # fmt: skip
+    rows = []
+    for sessions in concurrencies:
+        outcomes, wall = await live_loop(
+            target, sessions, duration_s=duration_s, chars_per_s=chars_per_s, label=f"{system} {sessions} live",
+            quiet=quiet,
+        )  # fmt: skip
+        rows.append({**summarize_live(system, outcomes, wall, sessions=sessions), "writing_chars_per_s": chars_per_s})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="chorus bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -144,6 +169,14 @@ def main(argv: list[str] | None = None) -> int:
         "--texts", type=Path, default=None,
         help="your own request texts, one per line (or a .json list of strings); default: the built-in mixed set",
     )  # fmt: skip
+    parser.add_argument(
+        "--live", action="store_true",
+        help="voice agents instead of requests: each concurrency is that many conversations over the live "
+        "WebSocket, text written at --chars-per-s; rows say how many stalled (not real time)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--chars-per-s", type=float, default=200.0, help="--live: how fast the agents' text is written (default 200)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
     texts = tuple(SENTENCES)
@@ -165,12 +198,20 @@ def main(argv: list[str] | None = None) -> int:
     if probe.status_code != 200:
         print(f"chorus bench: {target.url}/ping answered {probe.status_code}, not ready", file=sys.stderr)
         return 2
-    rows = asyncio.run(
-        sweep(
-            target, args.system, concurrencies=args.concurrency, rates=args.rates, duration_s=args.duration,
-            warmup_s=args.warmup, max_requests=args.max_requests, quiet=args.quiet,
-        )
-    )  # fmt: skip
+    if args.live:
+        rows = asyncio.run(
+            live_sweep(
+                target, args.system, concurrencies=args.concurrency, duration_s=args.duration,
+                warmup_s=args.warmup, chars_per_s=args.chars_per_s, quiet=args.quiet,
+            )
+        )  # fmt: skip
+    else:
+        rows = asyncio.run(
+            sweep(
+                target, args.system, concurrencies=args.concurrency, rates=args.rates, duration_s=args.duration,
+                warmup_s=args.warmup, max_requests=args.max_requests, quiet=args.quiet,
+            )
+        )  # fmt: skip
     if args.price_per_hour is not None:
         for row in rows:
             row["cost_per_million_chars"] = cost_per_million_chars(args.price_per_hour, row["chars_per_s"])

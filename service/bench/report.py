@@ -23,6 +23,11 @@ COLUMNS = [
     ("p99_ms", "p99 ms"),
     ("ttfb_p50_ms", "TTFB p50 ms"),
     ("mean_batch", "mean batch"),
+    ("ttfa_p50_ms", "first audio p50 ms"),
+    ("ttfa_p99_ms", "first audio p99 ms"),
+    ("stalled_sessions", "stalled sessions"),
+    ("stall_s", "stall s"),
+    ("errors_by_close_code", "errors (close code: count)"),
     ("cost_per_million_chars", "$ per M chars"),
 ]
 
@@ -66,6 +71,8 @@ def _cell(value: Any) -> str:
         return "–"
     if isinstance(value, float):
         return f"{value:.2f}" if value < 100 else f"{value:.0f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items()) or "–"
     return str(value)
 
 
@@ -89,6 +96,8 @@ def plot(rows: list[dict[str, Any]], out: Path, title: str) -> list[Path]:
     except ImportError:
         return []
     closed = [r for r in rows if r.get("mode", "closed") == "closed" and r.get("concurrency")]
+    if not closed:
+        return []  # live or open-loop rows only: nothing to draw against concurrency
     systems = list(dict.fromkeys(r["system"] for r in closed))
     written = []
     for key, label, suffix in (

@@ -149,3 +149,20 @@ def test_an_answer_given_before_the_body_is_read_keeps_the_connection_usable(
             received += chunk
     assert received.startswith(b"HTTP/1.1 " + status)
     assert b"HTTP/1.1 200" in received  # /ping answered on the same connection
+
+
+def test_bench_live_holds_conversations_over_the_websocket(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "live.json"
+    done = bench(server, "--live", "--concurrency", "1,3", "--duration", "3", "--warmup", "0", "--out", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["mode"], r["concurrency"]) for r in rows] == [("live", 1), ("live", 3)]
+    for row in rows:
+        assert row["requests"] >= row["concurrency"]
+        assert row["errors"] == 0, row
+        assert row["throughput_audio_s_per_s"] > 0
+        assert row["ttfa_p50_ms"] > 0
+        assert row["stalled_sessions"] <= row["requests"]
+    assert "first audio p50 ms" in done.stdout
+    refused = bench(server, "--live", "--concurrency", "1", "--duration", "1", "--warmup", "0", key="wrong")
+    assert "| 4401: 1 |" in refused.stdout  # refused for its key, the table says why, and no retry storm
