@@ -6,6 +6,8 @@
 #   --compare [compare.py options]: Chorus beside raw, naive FastAPI and LitServe on the GPU (~6 minutes, estimated),
 #       writing gpu.json, gpu.md and the plots into $OUT (commit them under benchmarks/results/).
 #   --families [gpu_families.py options]: every served family at full size.   --diag: gpu_diag.py.
+#   --live [chorus bench options]: voice agents over the live WebSocket at 16-512 real-time streams (~2.5 min),
+#       writing gpu-live.json and gpu-live.md into $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SITE="${CHORUS_BUNDLE_SITE:-/tmp/site}"  # where the carried wheels are installed
@@ -24,6 +26,23 @@ if [ "${1:-}" = "--compare" ]; then
     --systems raw,chorus,chorus-bf16,naive,litserve,chorus-stream \
     --variant chorus-bf16-b64:CHORUS_DTYPE=bf16,CHORUS_MAX_BATCH_SIZE=64 \
     --concurrency 1,8,32,64 --duration 8 --rounds 2 --rate 0 "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_compare.log"
+  exit
+fi
+if [ "${1:-}" = "--live" ]; then
+  # Voice agents over the live WebSocket, played back in real time: how many real-time streams one GPU holds.
+  shift
+  port=8765
+  PORT=$port CHORUS_HOST=127.0.0.1 CHORUS_MODEL="${CHORUS_MODEL:-$PWD/.gpu/voice}" CHORUS_LOG_LEVEL=WARNING \
+    python3 -c "from service.cli import main; raise SystemExit(main(['serve']))" >"${OUT:-/tmp}/gpu_live_server.log" 2>&1 &
+  server=$!
+  for _ in $(seq 1 240); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/ping")" = "200" ] && break
+    sleep 0.5
+  done
+  python3 -c "from service.bench import main; raise SystemExit(main())" "http://127.0.0.1:$port" --live --quiet \
+    --system chorus-live --concurrency 16,64,256,512 --duration 30 --warmup 5 --out "${OUT:-/tmp}/gpu-live.json" "$@" \
+    2>&1 | tee "${OUT:-/tmp}/gpu_live.log"
+  kill -TERM $server; wait $server
   exit
 fi
 if [ "${1:-}" = "--families" ]; then shift; python3 benchmarks/gpu_families.py "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_families.log"; exit; fi

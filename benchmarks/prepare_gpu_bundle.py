@@ -37,6 +37,7 @@ WHEELS = [
     "h11==0.16.0",
     "num2words==0.5.14",
     "sentencepiece==0.2.1",
+    "websockets==17.4",  # chorus bench --live (gpu_check.sh --live)
     # the peers (benchmarks/peers): never product dependencies
     "fastapi==0.165.0",
     "starlette==1.10.0",
