@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 import numpy as np
@@ -74,6 +74,13 @@ class ClientMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class _Flushed:
     """The mark a flush puts in the session: answered once the audio before it has gone out."""
+
+
+class _Said(NamedTuple):
+    """What a sentence's event reports: its text as sent, and the characters the model cannot say."""
+
+    text: str
+    unsaid: str
 
 
 class _Refused(Exception):
@@ -267,7 +274,7 @@ class _Session:
         except HTTPException:
             return  # nothing to say in this piece (only markup, only emoji): nothing to send for it
         try:
-            await self.live.say(text, tag=sentence.strip())
+            await self.live.say(text, tag=_Said(sentence.strip(), self.pipeline.unsayable(text)))
         except QueueFullError as exc:
             raise _Refused(429, str(exc), _TRY_LATER, retry_after_s=max(1, round(exc.retry_after_s))) from None
         except InferenceError as exc:
@@ -291,9 +298,12 @@ class _Session:
                     start = self._seconds()
                     self.samples += len(spoken.audio)
                     self.sentences += 1
-                    event = {"type": "sentence", "index": self.sentences - 1, "text": spoken.tag, "start_s": start,
+                    said = spoken.tag if isinstance(spoken.tag, _Said) else _Said(str(spoken.tag), "")
+                    event = {"type": "sentence", "index": self.sentences - 1, "text": said.text, "start_s": start,
                              "duration_s": round(len(spoken.audio) / self.source_rate, 3),
                              "batch_size": spoken.batch_size}  # fmt: skip
+                    if said.unsaid:
+                        event["unsaid"] = said.unsaid  # left out, as X-Unsaid-Characters reports them
                     await self.socket.send_json(event)
                     await self._send_audio(self.encoder.encode(spoken.audio))
                     facts["batch_size"] = max(facts.get("batch_size", 0), spoken.batch_size)

@@ -105,6 +105,16 @@ def test_pieces_come_back_as_the_whole_texts_sentences_and_its_audio(client: Tes
     assert np.abs(live - once).max() <= 33  # 1e-3 of full scale: batch-mates may differ, rows may not
 
 
+def test_characters_the_model_cannot_say_are_named_on_their_sentence(client: TestClient[Any]) -> None:
+    with client.websocket_connect(ROUTE) as ws:
+        send(ws, type="speak", text="Die Straße ist lang. ")
+        send(ws, type="close", text="All plain here.")
+        got = collect(ws)
+    first, second = got.of("sentence")
+    assert first["unsaid"] == "ß"  # the tiny model has no "ß": reported, as X-Unsaid-Characters does
+    assert "unsaid" not in second
+
+
 def test_flush_says_what_waits_and_is_answered_after_its_audio(client: TestClient[Any]) -> None:
     with client.websocket_connect(ROUTE) as ws:
         send(ws, type="speak", text="An unfinished thought")
