@@ -25,7 +25,9 @@ def decoded_seconds(data: bytes, fmt: str, rate: int) -> float:
     if fmt == "pcm":
         return len(data) / 2 / rate
     samples, sample_rate = 0, rate
-    with av.open(io.BytesIO(data)) as container:
+    # Raw G.711 has no header: FFmpeg's mulaw/alaw demuxers are told the rate.
+    raw = {"format": fmt, "options": {"sample_rate": str(rate)}} if fmt in ("mulaw", "alaw") else {}
+    with av.open(io.BytesIO(data), **raw) as container:
         for frame in container.decode(audio=0):
             samples += frame.samples
             sample_rate = frame.sample_rate

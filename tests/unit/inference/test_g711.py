@@ -52,3 +52,18 @@ def test_telephony_formats_are_8_khz_one_byte_a_sample_whole_or_streamed(fmt: st
     assert abs(len(streamed) - 8000) <= 1
     pcm_8k, _ = encode_audio([audio], "pcm", 22050, 8000)
     assert whole == (pcm16_to_mulaw if fmt == "mulaw" else pcm16_to_alaw)(pcm_8k)  # PCM at 8 kHz, companded
+
+
+@pytest.mark.parametrize("fmt", ["mulaw", "alaw"])
+def test_ffmpeg_decodes_it_back_within_the_laws_step(fmt: str) -> None:
+    import io
+
+    import av
+
+    x = (np.sin(np.arange(8000) / 5) * np.linspace(0, 32000, 8000)).astype("<i2")
+    data = (pcm16_to_mulaw if fmt == "mulaw" else pcm16_to_alaw)(x.tobytes())
+    with av.open(io.BytesIO(data), format=fmt, options={"sample_rate": "8000"}) as container:
+        y = np.concatenate([frame.to_ndarray().ravel() for frame in container.decode(audio=0)]).astype(np.int32)
+    assert len(y) == len(x)
+    # Companding keeps a near-constant relative precision: half a step is under 1/32 of the value.
+    assert np.all(np.abs(y - x) <= np.abs(x.astype(np.int32)) / 32 + 32)
