@@ -82,7 +82,7 @@ def _settled(after: str) -> bool:
 class SentenceBuffer:
     """Text that arrives in pieces (a language model's tokens), handed out one complete sentence at a time.
 
-    A sentence is complete once a word of the text after it has ended (or a paragraph break follows):
+    A sentence is complete once a word of the text after it has ended (or a blank line follows):
     before that the segmenter cannot tell "Dr. " or "$3." from a sentence's end, nor whether a quote
     mark after a full stop closes that sentence or opens the next. So the sentences come out as the
     whole text's would; the last, possibly unfinished, one waits for more text or ``flush``.
