@@ -325,6 +325,11 @@ class LiveSpeech:
         self._index += len(jobs)
         return jobs
 
+    @property
+    def busy(self) -> bool:
+        """Whether anything given is still to be handed back."""
+        return bool(self._futures) or not self._order.empty()
+
     def mark(self, tag: object) -> None:
         """Hand ``tag`` back once everything given before it has been."""
         self._order.put_nowait(_LiveItem(tag, self.generation, None, []))

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
@@ -42,12 +43,12 @@ __all__ = ["speech_stream_input"]
 
 #: Close codes (RFC 6455 and IANA's registry).
 _NORMAL, _POLICY, _INTERNAL, _RESTART, _TRY_LATER = 1000, 1008, 1011, 1012, 1013
-#: A refused key: 4000 + the HTTP status, Litestar's convention for WebSocket errors.
-_UNAUTHORIZED = 4401
+#: A refused key, an idle session: 4000 + the HTTP status, Litestar's convention for WebSocket errors.
+_UNAUTHORIZED, _IDLE = 4401, 4408
 #: Longest ``text`` one message may carry (longer: send it in pieces).
 MAX_MESSAGE_CHARS = 5000
-#: How often an open session looks for a SIGTERM drain (then it says what it has and ends).
-_DRAIN_POLL_S = 0.5
+#: How often an open session looks for a SIGTERM drain (then it says what it has and ends) and idleness.
+_WATCH_S = 0.5
 _EMPTY = np.zeros(0, dtype=np.float32)
 log = logging.getLogger("chorus")
 
@@ -168,17 +169,23 @@ class _Session:
         #: Held while a message's text is handed on, so a drain's flush cannot land in the middle of one.
         self.turn_lock = asyncio.Lock()
         self.ended = False
+        self.idle_timeout_s = chorus.settings.live_idle_timeout_s
+        #: When the client last sent a message or the session last sent it something.
+        self.last_activity = time.monotonic()
 
     async def run(self, facts: dict[str, Any]) -> None:
         reader = asyncio.ensure_future(self._read(facts))
         writer = asyncio.ensure_future(self._write(facts))
-        watcher = asyncio.ensure_future(self._watch_drain())
+        watcher = asyncio.ensure_future(self._watch())
         try:
-            done, _ = await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
-            if writer not in done and reader.exception() is None and self.ended:
+            done, _ = await asyncio.wait((reader, writer, watcher), return_when=asyncio.FIRST_COMPLETED)
+            if done == {watcher} and watcher.exception() is None:  # drained: the writer says the rest
+                done, _ = await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
+            if writer not in done and reader in done and reader.exception() is None and self.ended:
                 await asyncio.wait((writer,))  # "close" was asked: the writer says the rest, then ends
                 done = {reader, writer}
-            failures = [task.exception() for task in (reader, writer) if task in done and task.exception() is not None]
+            tasks = (reader, writer, watcher)
+            failures = [task.exception() for task in tasks if task in done and task.exception() is not None]
             refused = next((exc for exc in failures if isinstance(exc, _Refused)), None)
             if refused is None and failures and not isinstance(failures[0], WebSocketDisconnect):
                 log.error("live session failed", exc_info=failures[0])
@@ -194,11 +201,17 @@ class _Session:
             await self.live.aclose()  # a client that left costs no more synthesis
             facts.update(audio_s=round(self.samples / self.source_rate, 3), sentences=self.sentences)
 
-    async def _watch_drain(self) -> None:
-        """On SIGTERM the session says what it was given and ends (close code 1012), as a request would."""
-        # The phase is set by a signal handler and the lifespan, not through an event: looked at twice a second.
-        while self.chorus.phase is not Phase.DRAINING:  # noqa: ASYNC110
-            await asyncio.sleep(_DRAIN_POLL_S)
+    async def _watch(self) -> None:
+        """End an idle session (408: a vanished client holds nothing for long), and on SIGTERM say what
+        the session was given and end it (close 1012), as a request would. Returns once drained."""
+        # The phase is set by a signal handler and the lifespan, not through an event: looked at as it goes.
+        poll_s = min(_WATCH_S, self.idle_timeout_s / 4)
+        while self.chorus.phase is not Phase.DRAINING:
+            await asyncio.sleep(poll_s)
+            if self.live.busy or self.ended:
+                self.last_activity = time.monotonic()
+            elif time.monotonic() - self.last_activity > self.idle_timeout_s:
+                raise _Refused(408, f"no message for {self.idle_timeout_s:g} s: the session is closed", _IDLE)
         async with self.turn_lock:
             if self.ended:
                 return
@@ -253,6 +266,7 @@ class _Session:
         """The next well-formed message; a malformed one is answered with an error and skipped."""
         while True:
             event = await self.socket.receive()
+            self.last_activity = time.monotonic()
             if event["type"] == "websocket.disconnect":
                 return None
             data = event.get("text")

@@ -76,6 +76,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     torch_threads: Positive | None = None
     #: CHORUS_REQUEST_TIMEOUT_S: a job still queued then is dropped (504); below RunPod's 330 s cut.
     request_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 300.0
+    #: CHORUS_LIVE_IDLE_TIMEOUT_S: a live WebSocket session that has neither received a message nor had
+    #: anything to send for this long is closed (408), so vanished clients do not hold sessions forever.
+    live_idle_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 120.0
     #: CHORUS_DRAIN_TIMEOUT_S: after SIGTERM, how long queued jobs may still run before they fail (503).
     drain_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 60.0
     #: CHORUS_WATCHDOG_S: a batch running longer than this turns /ping to 503 (the worker is stuck).
@@ -209,6 +212,7 @@ ENV_NAMES: dict[str, str] = {
     "CHORUS_SWITCH_INTERVAL_MS": "switch_interval_ms",
     "CHORUS_REQUEST_TIMEOUT_S": "request_timeout_s",
     "CHORUS_DRAIN_TIMEOUT_S": "drain_timeout_s",
+    "CHORUS_LIVE_IDLE_TIMEOUT_S": "live_idle_timeout_s",
     "CHORUS_WATCHDOG_S": "watchdog_s",
     "CHORUS_PLAYGROUND": "playground",
     "CHORUS_RUNPOD_CONCURRENCY": "runpod_concurrency",

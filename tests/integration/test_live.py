@@ -287,3 +287,15 @@ class GatedBackend:
             self.entered.set()
         assert self.gate.wait(30)
         return self.inner.synthesize(jobs)
+
+
+def test_an_idle_session_is_closed_with_a_reason(tiny_backend: Any) -> None:
+    for test_client in _client(tiny_backend, Settings(live_idle_timeout_s=0.4)):
+        with test_client.websocket_connect(ROUTE) as ws:
+            send(ws, type="speak", text="Spoken, then silence from the client. ")
+            send(ws, type="flush")
+            got = collect(ws)  # nothing more is sent: the session ends by itself
+        assert [s["text"] for s in got.of("sentence")] == ["Spoken, then silence from the client."]
+        assert got.of("flushed")  # the audio went out first: only then did the idle time start
+        assert got.events[-1]["status_code"] == 408
+        assert got.close_code == 4408
