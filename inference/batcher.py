@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -330,11 +330,19 @@ class MicroBatcher(Generic[T, R]):
                 self._run_batch = setup()
             except BaseException as exc:
                 self.failure = exc
-                ready.set_exception(exc)
+                with contextlib.suppress(InvalidStateError):  # (nobody waits any more: see below)
+                    ready.set_exception(exc)
                 return
         with self._cond:
             self._accepting = not self._stop
-        ready.set_result(None)
+        try:
+            ready.set_result(None)
+        except InvalidStateError:
+            # Whoever started it stopped waiting (a shutdown during the load cancelled the future): nothing
+            # will use this worker, which ends here instead of dying on the exception in its thread.
+            with self._cond:
+                self._accepting = False
+            return
         try:
             while True:
                 batch = self._next_batch()

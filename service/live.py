@@ -37,7 +37,7 @@ from service.auth import api_key_problem
 from service.errors import STATUS_TABLE
 from service.schemas import SampleRate, Seed, Speed, Temperature
 from service.state import Phase, ServiceState
-from service.synthesis import check_format, clean_text, plain_text
+from service.synthesis import check_format, clean_text, plain_text, ready_pipeline
 
 __all__ = ["speech_stream_input"]
 
@@ -118,12 +118,14 @@ def _open(socket: WebSocket[Any, Any, Any], chorus: ServiceState) -> _Session:
     except msgspec.ValidationError as exc:
         raise _Refused(400, f"query string: {exc}", _POLICY) from None
     try:
-        pipeline = pipeline_for_model(chorus, config.model) if config.model else _default(chorus)
+        pipeline = pipeline_for_model(chorus, config.model) if config.model else ready_pipeline(chorus)
         voice = resolve_voice(pipeline.backend.info, config.voice)
         fmt = check_format(config.response_format)
     except HTTPException as exc:
-        code = _TRY_LATER if exc.status_code == 503 else _POLICY
-        raise _Refused(exc.status_code, exc.detail, code) from None
+        if exc.status_code == 503:  # loading, failed or draining: come back later, as Retry-After says
+            retry = int((exc.headers or {}).get("Retry-After", "5"))
+            raise _Refused(503, exc.detail, _TRY_LATER, retry_after_s=retry) from None
+        raise _Refused(exc.status_code, exc.detail, _POLICY) from None
     params = SynthesisParams(
         temperature=config.temperature,
         speed=config.speed,
@@ -132,12 +134,6 @@ def _open(socket: WebSocket[Any, Any, Any], chorus: ServiceState) -> _Session:
         seeded=config.seed is not None,
     )
     return _Session(socket, chorus, pipeline, params, fmt, config)
-
-
-def _default(chorus: ServiceState) -> SpeechPipeline:
-    from service.synthesis import ready_pipeline
-
-    return ready_pipeline(chorus)
 
 
 class _Session:
@@ -256,7 +252,7 @@ class _Session:
             async with self.send_lock:
                 self.buffer.clear()
                 self.live.clear()
-                await self.socket.send_json({"type": "cleared"})
+                await self._send_json({"type": "cleared"})
         elif message.type == "close":
             await self._finish()
             return False
@@ -305,7 +301,7 @@ class _Session:
                     if spoken.generation != self.live.generation:
                         continue  # cleared after it was made
                     if isinstance(spoken.tag, _Flushed):
-                        await self.socket.send_json({"type": "flushed", "audio_seconds": self._seconds()})
+                        await self._send_json({"type": "flushed", "audio_seconds": self._seconds()})
                         continue
                     if not len(spoken.audio):
                         continue
@@ -318,7 +314,7 @@ class _Session:
                              "batch_size": spoken.batch_size}  # fmt: skip
                     if said.unsaid:
                         event["unsaid"] = said.unsaid  # left out, as X-Unsaid-Characters reports them
-                    await self.socket.send_json(event)
+                    await self._send_json(event)
                     await self._send_audio(self.encoder.encode(spoken.audio))
                     facts["batch_size"] = max(facts.get("batch_size", 0), spoken.batch_size)
         except InferenceError as exc:
@@ -328,17 +324,22 @@ class _Session:
         await self._send_audio(self.encoder.finish())
         summary = {"type": "done", "audio_seconds": self._seconds(), "sentences": self.sentences,
                    "seed": self.params.seed, "sample_rate": self.encoder.rate_hz}  # fmt: skip
-        await self.socket.send_json(summary)
+        await self._send_json(summary)
         code = _RESTART if self.chorus.phase is Phase.DRAINING else _NORMAL
         await self.socket.close(code)
 
     async def _send_audio(self, data: bytes) -> None:
         if data:
             await self.socket.send_bytes(data)
+            self.last_activity = time.monotonic()
+
+    async def _send_json(self, event: dict[str, Any]) -> None:
+        await self.socket.send_json(event)
+        self.last_activity = time.monotonic()  # a session still sending is not idle
 
     async def _error(self, status: int, detail: str) -> None:
         async with self.send_lock:
-            await self.socket.send_json({"type": "error", "status_code": status, "detail": detail})
+            await self._send_json({"type": "error", "status_code": status, "detail": detail})
 
     def _seconds(self) -> float:
         return round(self.samples / self.source_rate, 3)

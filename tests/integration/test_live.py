@@ -267,19 +267,34 @@ def test_a_draining_server_says_what_the_session_was_given_then_ends_it(client: 
     assert rest.close_code == 1012  # service restart: reconnect to another worker
 
 
+def test_a_session_opened_while_the_model_loads_is_told_when_to_come_back(tiny_backend: Any) -> None:
+    loading = GatedBackend(tiny_backend, gate_warmup=True)
+    with TestClient(create_app(Settings(), backend=loading)) as test_client:
+        with test_client.websocket_connect(ROUTE) as ws:
+            got = collect(ws)
+        loading.gate.set()
+    assert got.close_code == 1013
+    assert got.events[0]["status_code"] == 503
+    assert got.events[0]["retry_after_s"] == 5
+
+
 class GatedBackend:
     """The real tiny backend, whose batches wait while ``gate`` is closed."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, *, gate_warmup: bool = False) -> None:
         self.inner = inner
         self.gate = threading.Event()
-        self.gate.set()
+        self.gate_warmup = gate_warmup
+        if not gate_warmup:
+            self.gate.set()
         self.entered = threading.Event()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     def warmup(self) -> None:
+        if self.gate_warmup:
+            assert self.gate.wait(30)
         self.inner.warmup()
 
     def synthesize(self, jobs: Any) -> Any:
@@ -290,7 +305,7 @@ class GatedBackend:
 
 
 def test_an_idle_session_is_closed_with_a_reason(tiny_backend: Any) -> None:
-    for test_client in _client(tiny_backend, Settings(live_idle_timeout_s=0.4)):
+    for test_client in _client(tiny_backend, Settings(live_idle_timeout_s=1.0)):
         with test_client.websocket_connect(ROUTE) as ws:
             send(ws, type="speak", text="Spoken, then silence from the client. ")
             send(ws, type="flush")

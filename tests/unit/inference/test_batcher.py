@@ -372,3 +372,25 @@ async def test_out_of_memory_halves_the_batch_for_a_while_and_loses_no_job() -> 
     await batcher.run([Item(f"later-{i}") for i in range(6)])
     assert max(seen) <= 2
     batcher.stop()
+
+
+def test_a_start_abandoned_during_setup_ends_the_worker_quietly() -> None:
+    """A shutdown while the model loads cancels the start; the worker then finishes its setup and must end
+    without an exception in its thread (it used to die on ``InvalidStateError``)."""
+    release = threading.Event()
+    runner = ScriptedRunner()
+
+    def slow_setup() -> ScriptedRunner:
+        assert release.wait(10)
+        return runner
+
+    batcher: MicroBatcher[Item, str] = MicroBatcher(max_batch_size=4, max_queue_size=8)
+    ready = batcher.start(slow_setup)
+    assert ready.cancel()
+    release.set()
+    thread = batcher._thread
+    assert thread is not None
+    thread.join(10)
+    assert not thread.is_alive()
+    assert not batcher.accepting
+    assert batcher.failure is None
