@@ -6,7 +6,7 @@
 #   --compare [compare.py options]: Chorus beside raw, naive FastAPI and LitServe on the GPU (~6 minutes, estimated),
 #       writing gpu.json, gpu.md and the plots into $OUT (commit them under benchmarks/results/).
 #   --families [gpu_families.py options]: every served family at full size.   --diag: gpu_diag.py.
-#   --live [chorus bench options]: voice agents over the live WebSocket at 16-512 real-time streams (~2.5 min),
+#   --live [chorus bench options]: voice agents over the live WebSocket at 16-512 real-time streams (~2.5 min, estimated),
 #       writing gpu-live.json and gpu-live.md into $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -29,6 +29,7 @@ __all__ = [
     "error_response",
     "exception_handlers",
     "http_error",
+    "inference_status",
     "request_id",
 ]
 
@@ -74,6 +75,11 @@ STATUS_TABLE: dict[type[InferenceError], int] = {
     SynthesisError: 500,
     DeadlineExceededError: 504,
 }
+
+
+def inference_status(exc: InferenceError) -> int:
+    """The HTTP status an engine error answers with (500 for any other)."""
+    return next((code for kind, code in STATUS_TABLE.items() if isinstance(exc, kind)), 500)
 
 
 def error_response(
@@ -129,7 +135,7 @@ def http_error(request: Request, exc: HTTPException) -> Response[dict[str, objec
 
 
 def _inference_error(request: Request, exc: InferenceError) -> Response[dict[str, object]]:  # type: ignore[type-arg]
-    status = next((code for kind, code in STATUS_TABLE.items() if isinstance(exc, kind)), 500)
+    status = inference_status(exc)
     retry_after = None
     if isinstance(exc, QueueFullError):
         retry_after = max(1, round(exc.retry_after_s))

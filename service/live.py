@@ -34,7 +34,7 @@ from inference.errors import InferenceError, QueueFullError
 from inference.speech import LiveSpeech, SpeechPipeline
 from inference.text.segment import SentenceBuffer
 from service.auth import api_key_problem
-from service.errors import STATUS_TABLE
+from service.errors import inference_status
 from service.schemas import SampleRate, Seed, Speed, Temperature
 from service.state import Phase, ServiceState
 from service.synthesis import check_format, clean_text, plain_text, ready_pipeline
@@ -288,7 +288,7 @@ class _Session:
         except QueueFullError as exc:
             raise _Refused(429, str(exc), _TRY_LATER, retry_after_s=max(1, round(exc.retry_after_s))) from None
         except InferenceError as exc:
-            status = _status(exc)
+            status = inference_status(exc)
             if status >= 500:
                 raise _Refused(status, str(exc), _TRY_LATER if status == 503 else _INTERNAL) from None
             await self._error(status, str(exc))
@@ -308,7 +308,8 @@ class _Session:
                     start = self._seconds()
                     self.samples += len(spoken.audio)
                     self.sentences += 1
-                    said = spoken.tag if isinstance(spoken.tag, _Said) else _Said(str(spoken.tag), "")
+                    said = spoken.tag
+                    assert isinstance(said, _Said)  # every sentence is given with one (_say)
                     event = {"type": "sentence", "index": self.sentences - 1, "text": said.text, "start_s": start,
                              "duration_s": round(len(spoken.audio) / self.source_rate, 3),
                              "batch_size": spoken.batch_size}  # fmt: skip
@@ -318,7 +319,7 @@ class _Session:
                     await self._send_audio(self.encoder.encode(spoken.audio))
                     facts["batch_size"] = max(facts.get("batch_size", 0), spoken.batch_size)
         except InferenceError as exc:
-            status = _status(exc)
+            status = inference_status(exc)
             detail = "synthesis failed" if status == 500 else str(exc)
             raise _Refused(status, detail, _TRY_LATER if status == 503 else _INTERNAL) from None
         await self._send_audio(self.encoder.finish())
@@ -343,10 +344,6 @@ class _Session:
 
     def _seconds(self) -> float:
         return round(self.samples / self.source_rate, 3)
-
-
-def _status(exc: InferenceError) -> int:
-    return next((code for kind, code in STATUS_TABLE.items() if isinstance(exc, kind)), 500)
 
 
 async def _end(socket: WebSocket[Any, Any, Any], refused: _Refused) -> None:

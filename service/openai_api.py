@@ -23,7 +23,7 @@ from litestar.exceptions import HTTPException
 from inference.backends.base import ModelInfo, SynthesisParams
 from inference.errors import InferenceError, QueueFullError
 from inference.speech import SpeechPipeline
-from service.errors import STATUS_TABLE, client_error, request_id
+from service.errors import client_error, inference_status, request_id
 from service.live import speech_stream_input
 from service.schemas import OpenAIErrorBody, TextFormat, audio_spec, error_specs
 from service.state import ServiceState
@@ -114,7 +114,7 @@ def openai_route_error(request: Request[Any, Any, Any], exc: HTTPException) -> R
 
 
 def _inference_error(request: Request[Any, Any, Any], exc: InferenceError) -> Response[dict[str, Any]]:
-    status = next((code for kind, code in STATUS_TABLE.items() if isinstance(exc, kind)), 500)
+    status = inference_status(exc)
     retry = max(1, round(exc.retry_after_s)) if isinstance(exc, QueueFullError) else (5 if status == 503 else None)
     message = str(exc) if status != 500 else "synthesis failed"
     return _openai_error(request, status, message, param="input" if status == 422 else None, retry_after_s=retry)

@@ -75,7 +75,8 @@ _WORD_ENDED = re.compile(r"\S\s")
 
 
 def _settled(after: str) -> bool:
-    """Whether the text after a sentence end confirms it: a word has ended there, or a line break follows."""
+    """Whether the text after a sentence end confirms it: a word has ended there, or it is only blank text
+    with a line break (the segmenter makes a blank line a segment of its own)."""
     return bool(_WORD_ENDED.search(after)) or (not after.strip() and "\n" in after)
 
 

@@ -278,8 +278,21 @@ def test_a_session_opened_while_the_model_loads_is_told_when_to_come_back(tiny_b
     assert got.events[0]["retry_after_s"] == 5
 
 
+def test_a_failed_synthesis_ends_the_session_with_500_and_no_internals(tiny_backend: Any) -> None:
+    failing = GatedBackend(tiny_backend)
+    for test_client in _client(failing, Settings()):
+        failing.fail = True  # the model now raises on every batch (the app stays up)
+        with test_client.websocket_connect(ROUTE) as ws:
+            send(ws, type="close", text="This cannot be said.")
+            got = collect(ws)
+        assert got.close_code == 1011
+        assert got.events == [{"type": "error", "status_code": 500, "detail": "synthesis failed"}]
+        failing.fail = False
+        assert test_client.post("/generate", json={"text": "Still serving."}).status_code == 200
+
+
 class GatedBackend:
-    """The real tiny backend, whose batches wait while ``gate`` is closed."""
+    """The real tiny backend, whose batches wait while ``gate`` is closed (or fail while ``fail`` is set)."""
 
     def __init__(self, inner: Any, *, gate_warmup: bool = False) -> None:
         self.inner = inner
@@ -288,6 +301,7 @@ class GatedBackend:
         if not gate_warmup:
             self.gate.set()
         self.entered = threading.Event()
+        self.fail = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -298,6 +312,8 @@ class GatedBackend:
         self.inner.warmup()
 
     def synthesize(self, jobs: Any) -> Any:
+        if self.fail:
+            raise RuntimeError("injected failure with internals: /secret/path")
         if not self.gate.is_set():
             self.entered.set()
         assert self.gate.wait(30)
