@@ -5,13 +5,21 @@ as it is complete (``SentenceBuffer``), in the batcher beside every other reques
 back in order. The protocol (README, "Live text in"):
 
 * configuration in the query string: ``model``, ``voice``, ``speed``, ``temperature``, ``seed``,
-  ``response_format`` (default ``pcm``), ``sample_rate``, ``text_format`` (``markdown`` or ``plain``);
+  ``response_format`` (default ``pcm``), ``sample_rate``, ``text_format`` (``markdown`` or ``plain``),
+  ``chunking`` (``auto``, ``sentence`` or ``clause``: below);
 * client messages, JSON text frames: ``{"type": "speak", "text": "..."}``, ``{"type": "flush"}`` (say what
   is waiting now), ``{"type": "clear"}`` (the caller interrupted: drop what is not yet sent),
   ``{"type": "close"}`` (say the rest, then end);
 * server messages: for each sentence ``{"type": "sentence", ...}`` then its audio as binary frames;
   ``flushed``, ``cleared``, ``done``; ``error`` with ``status_code`` and ``detail`` (a refused message
   leaves the session open; a refused session, overload or a failed synthesis ends it).
+
+Chunking: with ``auto`` (the default) a sentence is handed on whole while the listener has audio in hand,
+but when it is about to run out (the audio sent so far, played in real time, plus what is being
+synthesized, ends sooner than a sentence takes to come back) the settled clauses of the sentence being
+written go on at once (``SentenceBuffer.take_clause``): first audio sooner, fewer gaps after a short
+sentence, at some cost in prosody where it is cut. ``sentence``: always whole sentences (the audio equals
+``/generate``'s); ``clause``: every settled clause at once.
 """
 
 from __future__ import annotations
@@ -47,8 +55,9 @@ _NORMAL, _POLICY, _INTERNAL, _RESTART, _TRY_LATER = 1000, 1008, 1011, 1012, 1013
 _UNAUTHORIZED, _IDLE = 4401, 4408
 #: Longest ``text`` one message may carry (longer: send it in pieces).
 MAX_MESSAGE_CHARS = 5000
-#: How often an open session looks for a SIGTERM drain (then it says what it has and ends) and idleness.
-_WATCH_S = 0.5
+#: How often an open session looks for a SIGTERM drain (then it says what it has and ends), idleness, and
+#: (``auto`` chunking) a listener running low while the text has stopped coming mid-sentence.
+_WATCH_S = 0.25
 _EMPTY = np.zeros(0, dtype=np.float32)
 log = logging.getLogger("chorus")
 
@@ -64,6 +73,7 @@ class LiveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     response_format: Annotated[str, msgspec.Meta(max_length=10)] = "pcm"
     sample_rate: SampleRate | None = None
     text_format: Literal["markdown", "plain"] = "markdown"
+    chunking: Literal["auto", "sentence", "clause"] = "auto"
 
 
 class ClientMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -78,10 +88,65 @@ class _Flushed:
 
 
 class _Said(NamedTuple):
-    """What a sentence's event reports: its text as sent, and the characters the model cannot say."""
+    """What a sentence's event reports: its text as sent, the characters the model cannot say, and whether
+    it is a clause that the next one continues; when it was handed on, and how many characters it was."""
 
     text: str
     unsaid: str
+    continues: bool
+    given_at: float
+    chars: int
+
+
+class Listener:
+    """What a session can tell of its listener's audio in hand, for ``auto`` chunking: the audio sent,
+    played in real time from when it went out (a gap restarts the clock), plus what the text handed on and
+    not yet sent will say. Times are ``time.monotonic()`` seconds."""
+
+    #: A clause goes on when the audio in hand is under this plus twice the time a sentence has lately
+    #: taken to come back (handed on to sent).
+    LOW_WATER_S = 0.5
+    #: Until the session has sent audio: seconds of speech per character (about 15 characters a second)
+    #: and the time a sentence takes to come back.
+    SECONDS_PER_CHAR = 1 / 15
+    FIRST_LATENCY_S = 0.5
+
+    def __init__(self) -> None:
+        self.playing_until = 0.0
+        self.queued_chars = 0
+        self.sent_chars = 0
+        self.sent_s = 0.0
+        self.latency_s = self.FIRST_LATENCY_S
+
+    def given(self, chars: int) -> None:
+        """Text handed on to be said."""
+        self.queued_chars += chars
+
+    def dropped(self, chars: int) -> None:
+        """Text handed on that will not be said after all."""
+        self.queued_chars = max(0, self.queued_chars - chars)
+
+    def sent(self, chars: int, seconds: float, given_at: float, now: float) -> None:
+        """The audio of ``chars`` characters handed on at ``given_at`` goes out at ``now``."""
+        self.dropped(chars)
+        self.sent_chars += chars
+        self.sent_s += seconds
+        self.playing_until = max(self.playing_until, now) + seconds
+        self.latency_s += 0.3 * (now - given_at - self.latency_s)
+
+    def cleared(self, now: float) -> None:
+        """The caller interrupted: what was sent is not listened to, what was handed on is dropped."""
+        self.queued_chars = 0
+        self.playing_until = now
+
+    def in_hand(self, now: float) -> float:
+        """Seconds of audio the listener has, or will have once what was handed on is sent."""
+        per_char = self.sent_s / self.sent_chars if self.sent_chars else self.SECONDS_PER_CHAR
+        return max(0.0, self.playing_until - now) + self.queued_chars * per_char
+
+    def running_low(self, now: float) -> bool:
+        """Whether the audio in hand may run out before a sentence written now can come back."""
+        return self.in_hand(now) < self.LOW_WATER_S + 2 * self.latency_s
 
 
 class _Refused(Exception):
@@ -154,6 +219,7 @@ class _Session:
         self.pipeline = pipeline
         self.params = params
         self.text_format = config.text_format
+        self.chunking = config.chunking
         self.language = info.languages[0] if info.languages else "en"
         self.buffer = SentenceBuffer(self.language, pipeline.max_chunk_chars)
         self.live: LiveSpeech = pipeline.live(params, self.language)
@@ -168,6 +234,7 @@ class _Session:
         self.idle_timeout_s = chorus.settings.live_idle_timeout_s
         #: When the client last sent a message or the session last sent it something.
         self.last_activity = time.monotonic()
+        self.listener = Listener()
 
     async def run(self, facts: dict[str, Any]) -> None:
         reader = asyncio.ensure_future(self._read(facts))
@@ -198,8 +265,10 @@ class _Session:
             facts.update(audio_s=round(self.samples / self.source_rate, 3), sentences=self.sentences)
 
     async def _watch(self) -> None:
-        """End an idle session (408: a vanished client holds nothing for long), and on SIGTERM say what
-        the session was given and end it (close 1012), as a request would. Returns once drained."""
+        """End an idle session (408: a vanished client holds nothing for long); with ``auto`` chunking,
+        when the text stops coming mid-sentence and the listener runs low, say its settled clauses; on
+        SIGTERM say what the session was given and end it (close 1012), as a request would. Returns once
+        drained."""
         # The phase is set by a signal handler and the lifespan, not through an event: looked at as it goes.
         poll_s = min(_WATCH_S, self.idle_timeout_s / 4)
         while self.chorus.phase is not Phase.DRAINING:
@@ -208,6 +277,10 @@ class _Session:
                 self.last_activity = time.monotonic()
             elif time.monotonic() - self.last_activity > self.idle_timeout_s:
                 raise _Refused(408, f"no message for {self.idle_timeout_s:g} s: the session is closed", _IDLE)
+            if self.chunking == "auto" and self.buffer.pending and not self.ended and self._running_low():
+                async with self.turn_lock:
+                    if not self.ended and (clause := self.buffer.take_clause()):
+                        await self._say(clause, continues=True)
         async with self.turn_lock:
             if self.ended:
                 return
@@ -245,6 +318,8 @@ class _Session:
             facts["text_chars"] += len(message.text)
             for sentence in self.buffer.add(message.text):
                 await self._say(sentence)
+            if message.type == "speak" and self._running_low() and (clause := self.buffer.take_clause()):
+                await self._say(clause, continues=True)
         if message.type == "flush":
             await self._say(self.buffer.flush())
             self.live.mark(_Flushed())
@@ -252,6 +327,7 @@ class _Session:
             async with self.send_lock:
                 self.buffer.clear()
                 self.live.clear()
+                self.listener.cleared(time.monotonic())
                 await self._send_json({"type": "cleared"})
         elif message.type == "close":
             await self._finish()
@@ -276,18 +352,30 @@ class _Session:
             except RecursionError:
                 await self._error(400, "message: the JSON is nested too deeply")
 
-    async def _say(self, sentence: str) -> None:
+    def _running_low(self) -> bool:
+        """Whether a clause should go on now rather than wait for its sentence (``chunking``)."""
+        if self.chunking != "auto":
+            return self.chunking == "clause"
+        batcher = self.pipeline.batcher
+        if batcher.queue_depth >= batcher.current_max_batch_size:
+            return False  # a full batch is waiting already: a clause would wait behind it, and add work
+        return self.listener.running_low(time.monotonic())
+
+    async def _say(self, sentence: str, *, continues: bool = False) -> None:
         if not sentence.strip():
             return
         try:
             text = plain_text(clean_text(sentence, len(sentence), text_format=self.text_format))
         except HTTPException:
             return  # nothing to say in this piece (only markup, only emoji): nothing to send for it
+        said = _Said(sentence.strip(), self.pipeline.unsayable(text), continues, time.monotonic(), len(text))
+        self.listener.given(said.chars)  # (before the await: the writer may send it before that returns)
         try:
-            await self.live.say(text, tag=_Said(sentence.strip(), self.pipeline.unsayable(text)))
+            await self.live.say(text, tag=said)
         except QueueFullError as exc:
             raise _Refused(429, str(exc), _TRY_LATER, retry_after_s=max(1, round(exc.retry_after_s))) from None
         except InferenceError as exc:
+            self.listener.dropped(said.chars)
             status = inference_status(exc)
             if status >= 500:
                 raise _Refused(status, str(exc), _TRY_LATER if status == 503 else _INTERNAL) from None
@@ -304,17 +392,20 @@ class _Session:
                         await self._send_json({"type": "flushed", "audio_seconds": self._seconds()})
                         continue
                     if not len(spoken.audio):
+                        if isinstance(spoken.tag, _Said):  # nothing to say in it after all
+                            self.listener.dropped(spoken.tag.chars)
                         continue
                     start = self._seconds()
-                    self.samples += len(spoken.audio)
-                    self.sentences += 1
                     said = spoken.tag
                     assert isinstance(said, _Said)  # every sentence is given with one (_say)
+                    self._sent(said, len(spoken.audio))
                     event = {"type": "sentence", "index": self.sentences - 1, "text": said.text, "start_s": start,
                              "duration_s": round(len(spoken.audio) / self.source_rate, 3),
                              "batch_size": spoken.batch_size}  # fmt: skip
                     if said.unsaid:
                         event["unsaid"] = said.unsaid  # left out, as X-Unsaid-Characters reports them
+                    if said.continues:
+                        event["continues"] = True  # a clause: the next event's text goes on with its sentence
                     await self._send_json(event)
                     await self._send_audio(self.encoder.encode(spoken.audio))
                     facts["batch_size"] = max(facts.get("batch_size", 0), spoken.batch_size)
@@ -328,6 +419,12 @@ class _Session:
         await self._send_json(summary)
         code = _RESTART if self.chorus.phase is Phase.DRAINING else _NORMAL
         await self.socket.close(code)
+
+    def _sent(self, said: _Said, samples: int) -> None:
+        """Account for a sentence whose audio goes out now."""
+        self.samples += samples
+        self.sentences += 1
+        self.listener.sent(said.chars, samples / self.source_rate, said.given_at, time.monotonic())
 
     async def _send_audio(self, data: bytes) -> None:
         if data:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["DEFAULT_MAX_CHUNK_CHARS", "SentenceBuffer", "split_sentences"]
+__all__ = ["DEFAULT_MAX_CHUNK_CHARS", "MIN_CLAUSE_CHARS", "SentenceBuffer", "split_sentences"]
 
 DEFAULT_MAX_CHUNK_CHARS = 400
 
@@ -74,6 +74,19 @@ def split_sentences(text: str, language: str = "en", max_chars: int = DEFAULT_MA
 _WORD_ENDED = re.compile(r"\S\s")
 
 
+#: The shortest clause ``take_clause`` hands out: a word or two alone ("So, ") sounds clipped.
+MIN_CLAUSE_CHARS = 12
+#: Markup that must not be cut open: brackets (Markdown links, SSML tags), code spans and emphasis.
+_PAIRS = (("[", "]"), ("(", ")"), ("<", ">"))
+
+
+def _balanced(text: str) -> bool:
+    """Whether ``text`` closes every bracket, code span and emphasis it opens (so does the rest)."""
+    paired = all(text.count(a) == text.count(b) for a, b in _PAIRS)
+    strong = text.count("**")
+    return paired and not text.count("`") % 2 and not strong % 2 and not (text.count("*") - 2 * strong) % 2
+
+
 def _settled(after: str) -> bool:
     """Whether the text after a sentence end confirms it: a word has ended there, or it is only blank text
     with a line break (the segmenter makes a blank line a segment of its own)."""
@@ -121,6 +134,24 @@ class SentenceBuffer:
             done.append(self._text[:cut])
             self._text = self._text[cut:]
         return [part for part in done if part.strip()]
+
+    def take_clause(self, min_chars: int = MIN_CLAUSE_CHARS) -> str:
+        """The waiting text up to its last settled clause break (a comma, semicolon, colon or dash that a
+        word after it confirms), taken out of the buffer; "" when there is none.
+
+        For a listener about to run out of audio: part of a sentence now is worth more than all of it later.
+        A clause shorter than ``min_chars`` or one that would cut a bracket, code span or emphasis open is
+        not taken.
+        """
+        cut = 0
+        for match in _CLAUSE_BREAK.finditer(self._text):
+            head = self._text[: match.end()]
+            if not _settled(self._text[match.end() :]):
+                break  # the breaks after this one are not settled either
+            if len(head.strip()) >= min_chars and _balanced(head):
+                cut = match.end()
+        head, self._text = self._text[:cut], self._text[cut:]
+        return head
 
     def flush(self) -> str:
         """Everything still waiting, as one piece (empty when there is nothing to say)."""

@@ -135,7 +135,8 @@ async def live_sweep(
             target, sessions, duration_s=duration_s, chars_per_s=chars_per_s, label=f"{system} {sessions} live",
             quiet=quiet,
         )  # fmt: skip
-        rows.append({**summarize_live(system, outcomes, wall, sessions=sessions), "writing_chars_per_s": chars_per_s})
+        row = summarize_live(system, outcomes, wall, sessions=sessions)
+        rows.append({**row, "writing_chars_per_s": chars_per_s, "chunking": target.chunking or "auto"})
     return rows
 
 
@@ -177,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--chars-per-s", type=float, default=200.0, help="--live: how fast the agents' text is written (default 200)"
     )
+    parser.add_argument(
+        "--chunking", choices=("auto", "sentence", "clause"), default=None,
+        help="--live: the sessions' chunking (default: the server's, auto)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
     texts = tuple(SENTENCES)
@@ -189,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     target = Target(
         url=args.url.rstrip("/"), route=args.route, api_key=args.api_key or None, bearer=args.bearer or None,
         texts=texts, response_format=args.format, stream=args.stream, honour_retry_after=not args.no_backoff,
+        chunking=args.chunking,
     )  # fmt: skip
     try:
         probe = httpx.get(target.url + "/ping", timeout=10)

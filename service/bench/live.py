@@ -77,7 +77,8 @@ def _answer(target: Target, index: int) -> str:
 
 def _url(target: Target) -> str:
     base = target.url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-    return f"{base}/v1/audio/speech/stream-input?response_format=pcm&seed=0"
+    chunking = f"&chunking={target.chunking}" if target.chunking else ""
+    return f"{base}/v1/audio/speech/stream-input?response_format=pcm&seed=0{chunking}"
 
 
 async def _conversation(target: Target, index: int, chars_per_s: float) -> LiveOutcome:

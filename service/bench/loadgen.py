@@ -46,6 +46,8 @@ class Target:
     #: Closed loop: a caller refused with ``Retry-After`` (429/503) waits that long before its next request,
     #: as a well-behaved client does; False retries at once (and measures a storm of refusals).
     honour_retry_after: bool = True
+    #: ``--live``: the session's ``chunking`` (None: the server's default).
+    chunking: str | None = None
 
     def headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}

@@ -16,6 +16,7 @@ from litestar.testing import TestClient
 from litestar.testing.websocket_test_session import WebSocketTestSession
 
 from service.app import create_app
+from service.live import Listener
 from service.settings import Settings
 
 ROUTE = "/v1/audio/speech/stream-input"
@@ -78,7 +79,7 @@ def _client(backend: Any, settings: Settings) -> Iterator[TestClient[Any]]:
 
 
 def test_pieces_come_back_as_the_whole_texts_sentences_and_its_audio(client: TestClient[Any]) -> None:
-    with client.websocket_connect(f"{ROUTE}?seed=7") as ws:
+    with client.websocket_connect(f"{ROUTE}?seed=7&chunking=sentence") as ws:
         for i in range(0, len(TEXT), 3):  # as a language model streams: a few characters at a time
             send(ws, type="speak", text=TEXT[i : i + 3])
         send(ws, type="close")
@@ -103,6 +104,94 @@ def test_pieces_come_back_as_the_whole_texts_sentences_and_its_audio(client: Tes
     once = np.frombuffer(whole.content, dtype="<i2").astype(np.int32)
     assert live.shape == once.shape
     assert np.abs(live - once).max() <= 33  # 1e-3 of full scale: batch-mates may differ, rows may not
+
+
+CLAUSES = "When the rain stops, we will walk to the park, and then we will eat."
+
+
+def _say_in_pieces(ws: WebSocketTestSession, text: str, size: int = 3) -> None:
+    for i in range(0, len(text), size):
+        send(ws, type="speak", text=text[i : i + size])
+
+
+def test_clause_chunking_says_each_settled_clause_at_once(client: TestClient[Any]) -> None:
+    with client.websocket_connect(f"{ROUTE}?chunking=clause") as ws:
+        _say_in_pieces(ws, "When the rain stops, we ")
+        first = collect(ws, until="sentence")  # before the sentence is finished
+        _say_in_pieces(ws, CLAUSES[len("When the rain stops, we ") :])
+        send(ws, type="close")
+        rest = collect(ws)
+    sentences = first.of("sentence") + rest.of("sentence")
+    assert [s["text"] for s in sentences] == [
+        "When the rain stops,",
+        "we will walk to the park,",
+        "and then we will eat.",
+    ]
+    assert [s.get("continues", False) for s in sentences] == [True, True, False]  # captions: one line
+    assert rest.of("done")[0]["sentences"] == 3
+    assert rest.close_code == 1000
+
+
+def test_auto_chunking_cuts_a_clause_only_while_the_listener_runs_low(
+    client: TestClient[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with client.websocket_connect(ROUTE) as ws:  # nothing in hand yet: the first clause goes at once
+        _say_in_pieces(ws, "When the rain stops, we ")
+        first = collect(ws, until="sentence")
+        send(ws, type="clear")
+        collect(ws, until="cleared")
+    assert first.of("sentence")[0]["text"] == "When the rain stops,"
+    assert first.of("sentence")[0]["continues"] is True
+
+    monkeypatch.setattr(Listener, "LOW_WATER_S", -100.0)  # as if the listener had a long sentence in hand
+    with client.websocket_connect(ROUTE) as ws:
+        _say_in_pieces(ws, CLAUSES)
+        send(ws, type="close")
+        got = collect(ws)
+    assert [(s["text"], s.get("continues")) for s in got.of("sentence")] == [(CLAUSES, None)]
+
+
+def test_auto_chunking_says_a_settled_clause_when_the_text_stops_and_the_listener_runs_low(
+    client: TestClient[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    low = threading.Event()
+    monkeypatch.setattr(Listener, "running_low", lambda self, now: low.is_set())
+    before = client.get("/stats").json()["jobs_run"]
+    with client.websocket_connect(ROUTE) as ws:
+        _say_in_pieces(ws, "When the rain stops, we ")
+        ws.send_text("a probe")  # answered once everything before it has been handled
+        assert collect(ws, until="error").of("sentence") == []  # audio in hand: the sentence may finish
+        low.set()  # the text stops coming, and the listener's audio runs low
+        deadline = time.monotonic() + 30
+        while client.get("/stats").json()["jobs_run"] == before:  # the settled clause is said, unasked
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        send(ws, type="close", text="walk.")
+        got = collect(ws)
+    said = [(s["text"], s.get("continues")) for s in got.of("sentence")]
+    assert said == [("When the rain stops,", True), ("we walk.", None)]
+
+
+def test_auto_chunking_cuts_nothing_while_a_full_batch_waits(tiny_backend: Any) -> None:
+    gated = GatedBackend(tiny_backend)
+    for test_client in _client(gated, Settings(max_batch_size=1)):
+        with test_client.websocket_connect(ROUTE) as busy, test_client.websocket_connect(ROUTE) as ws:
+            gated.gate.clear()
+            send(busy, type="speak", text="One in the model. One waiting for it. And so")
+            assert gated.entered.wait(30)
+            deadline = time.monotonic() + 30
+            while test_client.get("/stats").json()["queue_depth"] < 1:  # a full batch (of one) waits
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            _say_in_pieces(ws, CLAUSES)  # nothing in hand, but a clause would only wait behind that batch
+            ws.send_text("a probe")  # answered once everything before it has been handled
+            assert collect(ws, until="error").of("sentence") == []
+            gated.gate.set()
+            send(ws, type="close")
+            got = collect(ws)
+            send(busy, type="close")
+            collect(busy)
+    assert [(s["text"], s.get("continues")) for s in got.of("sentence")] == [(CLAUSES, None)]
 
 
 def test_characters_the_model_cannot_say_are_named_on_their_sentence(client: TestClient[Any]) -> None:
@@ -183,6 +272,7 @@ def test_bad_messages_are_answered_and_the_session_goes_on(client: TestClient[An
         ("response_format=xyz", 422, "xyz"),
         ("text_format=ssml", 400, "text_format"),
         ("colour=blue", 400, "colour"),
+        ("chunking=words", 400, "chunking"),
     ],
 )
 def test_a_bad_configuration_is_refused_with_a_reason(

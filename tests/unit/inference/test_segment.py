@@ -100,13 +100,64 @@ def test_clear_and_flush_forget_what_waits() -> None:
     assert buffer.flush() == ""
 
 
+def test_a_clause_is_taken_up_to_its_last_settled_break() -> None:
+    buffer = SentenceBuffer("en")
+    assert buffer.add("Hello, and thank you for calling, all") == []
+    # "calling, " is not settled until "all" has ended; "Hello, " alone is too short to say on its own.
+    assert buffer.take_clause() == ""
+    assert buffer.add(" of our agents; they") == []
+    assert buffer.take_clause() == "Hello, and thank you for calling, "  # "they" may yet go on
+    assert buffer.add(" are") == []
+    assert buffer.take_clause() == "all of our agents; "
+    assert buffer.pending == "they are"
+    assert buffer.take_clause() == ""
+    assert buffer.add(" busy. Next") == []  # the sentence goes on as before: it ends with "busy."
+    assert buffer.add(" one") == ["they are busy. "]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "See [the guide, chapter two](https://example.com/a) for more",  # a link's text
+        "Run `make test, then make lint` before you push it",  # a code span
+        "It is **very, very** important to know",  # emphasis
+        "The price (in dollars, before tax) is high today",  # a parenthesis
+        "The price is 1,000,000 dollars or more",  # a number's commas are not breaks
+    ],
+)
+def test_a_clause_never_cuts_markup_open_nor_a_number(text: str) -> None:
+    buffer = SentenceBuffer("en")
+    buffer.add(text + " and so on ")
+    assert buffer.take_clause() == ""  # the only break in each is inside the markup
+    assert buffer.pending == text + " and so on "
+
+
+def test_markup_closed_before_the_break_is_no_obstacle() -> None:
+    buffer = SentenceBuffer("en")
+    buffer.add("See [the guide](https://example.com/a) first, then the rest ")
+    assert buffer.take_clause() == "See [the guide](https://example.com/a) first, "
+
+
+def visible(text: str) -> str:
+    return "".join(text.split())
+
+
+@given(st.lists(st.tuples(st.text(alphabet=" .!?abc\n$3,;", max_size=12), st.booleans()), max_size=30))
+def test_nothing_is_lost_or_reordered_when_clauses_are_taken(steps: list[tuple[str, bool]]) -> None:
+    buffer = SentenceBuffer("en", max_chars=25)
+    said: list[str] = []
+    for piece, take in steps:
+        said += buffer.add(piece)
+        if take:
+            said.append(buffer.take_clause())
+    assert visible("".join(said) + buffer.pending) == visible("".join(piece for piece, _ in steps))
+    assert all(s.strip() for s in said if s)
+
+
 @given(st.lists(st.text(alphabet=" .!?abc\n$3,", max_size=12), max_size=30))
 def test_nothing_is_lost_or_reordered(pieces: list[str]) -> None:
     buffer = SentenceBuffer("en", max_chars=25)
     said = [s for piece in pieces for s in buffer.add(piece)]
-
-    def visible(text: str) -> str:
-        return "".join(text.split())
 
     # Every character comes back once, in order (blank runs between sentences aside), and none is blank.
     assert visible("".join(said) + buffer.pending) == visible("".join(pieces))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.bench.live import LiveOutcome, playback_stalls, summarize_live
+from service.bench.live import LiveOutcome, _url, playback_stalls, summarize_live
+from service.bench.loadgen import Target
 
 
 def test_audio_that_arrives_before_it_is_needed_never_stalls() -> None:
@@ -39,3 +40,11 @@ def test_a_row_counts_errors_by_close_code_and_stalls_of_good_sessions_only() ->
     assert row["chars_per_s"] == 20.0
     assert row["ttfa_p50_ms"] == pytest.approx(300.0)
     assert summarize_live("chorus", [good], 6.0, sessions=1)["errors_by_close_code"] is None
+
+
+def test_the_sessions_chunking_goes_in_the_url_only_when_asked() -> None:
+    assert (
+        _url(Target(url="https://h.example"))
+        == "wss://h.example/v1/audio/speech/stream-input?response_format=pcm&seed=0"
+    )
+    assert _url(Target(url="http://h:8000", chunking="clause")).endswith("?response_format=pcm&seed=0&chunking=clause")
