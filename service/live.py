@@ -6,10 +6,11 @@ back in order. The protocol (README, "Live text in"):
 
 * configuration in the query string: ``model``, ``voice``, ``speed``, ``temperature``, ``seed``,
   ``response_format`` (default ``pcm``), ``sample_rate``, ``text_format`` (``markdown`` or ``plain``),
-  ``chunking`` (``auto``, ``sentence`` or ``clause``: below);
-* client messages, JSON text frames: ``{"type": "speak", "text": "..."}``, ``{"type": "flush"}`` (say what
-  is waiting now), ``{"type": "clear"}`` (the caller interrupted: drop what is not yet sent),
-  ``{"type": "close"}`` (say the rest, then end);
+  ``chunking`` (``auto``, ``sentence`` or ``clause``: below), ``settle_s`` (a last sentence that ends with
+  its full stop is said once no text has come for this long);
+* client messages, JSON text frames: ``{"type": "speak", "text": "..."}`` (``"flush": true``: then flush),
+  ``{"type": "flush"}`` (say what is waiting now), ``{"type": "clear"}`` (the caller interrupted: drop
+  what is not yet sent), ``{"type": "close"}`` (say the rest, then end);
 * server messages: for each sentence ``{"type": "sentence", ...}`` then its audio as binary frames;
   ``flushed``, ``cleared``, ``done``; ``error`` with ``status_code`` and ``detail`` (a refused message
   leaves the session open; a refused session, overload or a failed synthesis ends it).
@@ -74,6 +75,9 @@ class LiveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sample_rate: SampleRate | None = None
     text_format: Literal["markdown", "plain"] = "markdown"
     chunking: Literal["auto", "sentence", "clause"] = "auto"
+    #: A last sentence that ends with its full stop (question mark, ...) is said once no text has come for
+    #: this long, without waiting for a word after it or a flush ("Let me check that." before a tool call).
+    settle_s: Annotated[float, msgspec.Meta(ge=0.05, le=60)] = 0.3
 
 
 class ClientMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -81,6 +85,8 @@ class ClientMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     type: Literal["speak", "flush", "clear", "close"]
     text: str = ""
+    #: ``speak`` only: then say what is waiting at once, as a ``flush`` message would.
+    flush: bool = False
 
 
 class _Flushed:
@@ -220,6 +226,7 @@ class _Session:
         self.params = params
         self.text_format = config.text_format
         self.chunking = config.chunking
+        self.settle_s = config.settle_s
         self.language = info.languages[0] if info.languages else "en"
         self.buffer = SentenceBuffer(self.language, pipeline.max_chunk_chars)
         self.live: LiveSpeech = pipeline.live(params, self.language)
@@ -235,6 +242,8 @@ class _Session:
         #: When the client last sent a message or the session last sent it something.
         self.last_activity = time.monotonic()
         self.listener = Listener()
+        #: When text last came (``settle_s`` counts from it).
+        self.last_text_at = time.monotonic()
 
     async def run(self, facts: dict[str, Any]) -> None:
         reader = asyncio.ensure_future(self._read(facts))
@@ -272,11 +281,18 @@ class _Session:
         # The phase is set by a signal handler and the lifespan, not through an event: looked at as it goes.
         poll_s = min(_WATCH_S, self.idle_timeout_s / 4)
         while self.chorus.phase is not Phase.DRAINING:
-            await asyncio.sleep(poll_s)
+            if self.buffer.ends_with_a_stop:  # wake when it has settled by time
+                await asyncio.sleep(min(poll_s, max(0.005, self.last_text_at + self.settle_s - time.monotonic())))
+            else:
+                await asyncio.sleep(poll_s)
             if self.live.busy or self.ended:
                 self.last_activity = time.monotonic()
             elif time.monotonic() - self.last_activity > self.idle_timeout_s:
                 raise _Refused(408, f"no message for {self.idle_timeout_s:g} s: the session is closed", _IDLE)
+            if self.buffer.ends_with_a_stop and time.monotonic() - self.last_text_at >= self.settle_s:
+                async with self.turn_lock:  # the text has stopped after a sentence's end: it is one
+                    if not self.ended and self.buffer.ends_with_a_stop:
+                        await self._say(self.buffer.flush())
             if self.chunking == "auto" and self.buffer.pending and not self.ended and self._running_low():
                 async with self.turn_lock:
                     if not self.ended and (clause := self.buffer.take_clause()):
@@ -316,11 +332,12 @@ class _Session:
                                   f"{MAX_MESSAGE_CHARS}: send it in pieces")  # fmt: skip
                 return True
             facts["text_chars"] += len(message.text)
+            self.last_text_at = time.monotonic()
             for sentence in self.buffer.add(message.text):
                 await self._say(sentence)
             if message.type == "speak" and self._running_low() and (clause := self.buffer.take_clause()):
                 await self._say(clause, continues=True)
-        if message.type == "flush":
+        if message.type == "flush" or (message.type == "speak" and message.flush):
             await self._say(self.buffer.flush())
             self.live.mark(_Flushed())
         elif message.type == "clear":

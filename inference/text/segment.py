@@ -74,6 +74,9 @@ def split_sentences(text: str, language: str = "en", max_chars: int = DEFAULT_MA
 _WORD_ENDED = re.compile(r"\S\s")
 
 
+#: How a sentence ends: a full stop, question or exclamation mark or ellipsis (Latin, CJK, Arabic,
+#: Devanagari), then perhaps closing quotes or brackets.
+_STOP_AT_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f\u061f\u0964][\"'\u201d\u2019)\]]*\s*$")
 #: The shortest clause ``take_clause`` hands out: a word or two alone ("So, ") sounds clipped.
 MIN_CLAUSE_CHARS = 12
 #: Markup that must not be cut open: brackets (Markdown links, SSML tags), code spans and emphasis.
@@ -134,6 +137,12 @@ class SentenceBuffer:
             done.append(self._text[:cut])
             self._text = self._text[cut:]
         return [part for part in done if part.strip()]
+
+    @property
+    def ends_with_a_stop(self) -> bool:
+        """Whether the waiting text ends as a sentence does ("Thanks for calling."), with nothing after it
+        yet to settle it: a sentence unless more text follows ("Dr." or "$3." would go on)."""
+        return bool(self._text.strip()) and _STOP_AT_END.search(self._text) is not None
 
     def take_clause(self, min_chars: int = MIN_CLAUSE_CHARS) -> str:
         """The waiting text up to its last settled clause break (a comma, semicolon, colon or dash that a

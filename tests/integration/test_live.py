@@ -194,6 +194,40 @@ def test_auto_chunking_cuts_nothing_while_a_full_batch_waits(tiny_backend: Any) 
     assert [(s["text"], s.get("continues")) for s in got.of("sentence")] == [(CLAUSES, None)]
 
 
+def _wait_for_jobs(client: TestClient[Any], more_than: int) -> None:
+    deadline = time.monotonic() + 30
+    while client.get("/stats").json()["jobs_run"] <= more_than:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_a_sentence_the_text_stops_after_is_said_without_a_flush(client: TestClient[Any]) -> None:
+    before = client.get("/stats").json()["jobs_run"]
+    with client.websocket_connect(ROUTE) as ws:
+        _say_in_pieces(ws, "Let me check that.")  # then a tool call: nothing more for a while, no flush
+        _wait_for_jobs(client, before)  # said once no text has come for settle_s (0.3 s)
+        first = collect(ws, until="sentence")
+        send(ws, type="speak", text="Found it", flush=True)  # a flush in the same message
+        flushed = collect(ws, until="flushed")
+        send(ws, type="close")
+        rest = collect(ws)
+    assert [s["text"] for s in first.of("sentence")] == ["Let me check that."]
+    assert [s["text"] for s in flushed.of("sentence")] == ["Found it"]
+    assert rest.of("sentence") == []
+    assert rest.close_code == 1000
+
+
+def test_text_that_stops_mid_sentence_waits_for_more(client: TestClient[Any]) -> None:
+    before = client.get("/stats").json()["jobs_run"]
+    with client.websocket_connect(f"{ROUTE}?settle_s=0.05&chunking=sentence") as ws:
+        _say_in_pieces(ws, "Half a sen")
+        time.sleep(0.5)  # ten times settle_s: a stop at the end would have been said by now
+        assert client.get("/stats").json()["jobs_run"] == before
+        send(ws, type="close", text="tence.")
+        got = collect(ws)
+    assert [s["text"] for s in got.of("sentence")] == ["Half a sentence."]
+
+
 def test_characters_the_model_cannot_say_are_named_on_their_sentence(client: TestClient[Any]) -> None:
     with client.websocket_connect(ROUTE) as ws:
         send(ws, type="speak", text="Die Straße ist lang. ")
@@ -273,6 +307,7 @@ def test_bad_messages_are_answered_and_the_session_goes_on(client: TestClient[An
         ("text_format=ssml", 400, "text_format"),
         ("colour=blue", 400, "colour"),
         ("chunking=words", 400, "chunking"),
+        ("settle_s=0", 400, "settle_s"),
     ],
 )
 def test_a_bad_configuration_is_refused_with_a_reason(

@@ -100,6 +100,25 @@ def test_clear_and_flush_forget_what_waits() -> None:
     assert buffer.flush() == ""
 
 
+@pytest.mark.parametrize(
+    ("text", "stop"),
+    [
+        ("Let me check that.", True),
+        ('He said "yes."', True),
+        ("Is it (really?) ", True),
+        ("Wait...", True),
+        ("\u4f60\u597d\u3002", True),  # a CJK full stop
+        ("Half a sen", False),
+        ("It costs $3.50, or", False),
+        ("   ", False),
+    ],
+)
+def test_a_stop_at_the_end_of_the_waiting_text_is_seen(text: str, stop: bool) -> None:
+    buffer = SentenceBuffer("en")
+    assert buffer.add(text) == []  # nothing after it: not settled by text
+    assert buffer.ends_with_a_stop is stop
+
+
 def test_a_clause_is_taken_up_to_its_last_settled_break() -> None:
     buffer = SentenceBuffer("en")
     assert buffer.add("Hello, and thank you for calling, all") == []
