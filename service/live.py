@@ -281,7 +281,7 @@ class _Session:
         # The phase is set by a signal handler and the lifespan, not through an event: looked at as it goes.
         poll_s = min(_WATCH_S, self.idle_timeout_s / 4)
         while self.chorus.phase is not Phase.DRAINING:
-            if self.buffer.ends_with_a_stop:  # wake when it has settled by time
+            if self.buffer.ends_with_a_stop and not self.ended:  # wake when it has settled by time
                 await asyncio.sleep(min(poll_s, max(0.005, self.last_text_at + self.settle_s - time.monotonic())))
             else:
                 await asyncio.sleep(poll_s)
