@@ -132,13 +132,17 @@ class Listener:
         """Text handed on that will not be said after all."""
         self.queued_chars = max(0, self.queued_chars - chars)
 
-    def sent(self, chars: int, seconds: float, given_at: float, now: float) -> None:
-        """The audio of ``chars`` characters handed on at ``given_at`` goes out at ``now``."""
+    def sent(self, chars: int, seconds: float, given_at: float, now: float) -> float:
+        """The audio of ``chars`` characters handed on at ``given_at`` goes out at ``now``. Returns how long
+        the listener has waited for it although its text was given before their audio ran out: the
+        engine's lateness (a gap while the text was still being written is not counted)."""
+        late = now - self.playing_until if given_at < self.playing_until < now else 0.0
         self.dropped(chars)
         self.sent_chars += chars
         self.sent_s += seconds
         self.playing_until = max(self.playing_until, now) + seconds
         self.latency_s += 0.3 * (now - given_at - self.latency_s)
+        return late
 
     def cleared(self, now: float) -> None:
         """The caller interrupted: what was sent is not listened to, what was handed on is dropped."""
@@ -178,7 +182,11 @@ async def speech_stream_input(socket: WebSocket[Any, Any, Any], chorus: ServiceS
     except _Refused as refused:
         await _end(socket, refused)
         return
-    await session.run(facts)
+    chorus.live_sessions += 1
+    try:
+        await session.run(facts)
+    finally:
+        chorus.live_sessions -= 1
 
 
 def _open(socket: WebSocket[Any, Any, Any], chorus: ServiceState) -> _Session:
@@ -242,6 +250,8 @@ class _Session:
         #: When the client last sent a message or the session last sent it something.
         self.last_activity = time.monotonic()
         self.listener = Listener()
+        #: Seconds the listener waited for audio whose text the engine already had (``Listener.sent``).
+        self.late_s = 0.0
         #: When text last came (``settle_s`` counts from it).
         self.last_text_at = time.monotonic()
 
@@ -271,7 +281,8 @@ class _Session:
                 with contextlib.suppress(BaseException):
                     await task
             await self.live.aclose()  # a client that left costs no more synthesis
-            facts.update(audio_s=round(self.samples / self.source_rate, 3), sentences=self.sentences)
+            facts.update(audio_s=round(self.samples / self.source_rate, 3), sentences=self.sentences,
+                         late_s=round(self.late_s, 3))  # fmt: skip
 
     async def _watch(self) -> None:
         """End an idle session (408: a vanished client holds nothing for long); with ``auto`` chunking,
@@ -441,7 +452,9 @@ class _Session:
         """Account for a sentence whose audio goes out now."""
         self.samples += samples
         self.sentences += 1
-        self.listener.sent(said.chars, samples / self.source_rate, said.given_at, time.monotonic())
+        late = self.listener.sent(said.chars, samples / self.source_rate, said.given_at, time.monotonic())
+        self.late_s += late
+        self.chorus.live_late_s += late
 
     async def _send_audio(self, data: bytes) -> None:
         if data:

@@ -55,6 +55,13 @@ class _EngineCollector(Collector):
         dropped.add_metric(["overload"], stats["jobs_refused_overload"])
         yield dropped
         yield CounterMetricFamily("chorus_oom_events", "Out-of-memory batch splits", value=stats["oom_events"])
+        yield GaugeMetricFamily("chorus_live_sessions", "Live WebSocket sessions open", value=stats["live_sessions"])
+        yield CounterMetricFamily(
+            "chorus_live_late_seconds",
+            "Seconds live listeners waited for audio whose text the engine already had (estimated from real-time "
+            "playback of what was sent): the engine falling behind real time",
+            value=self.chorus.live_late_s,
+        )
         if self.chorus.load_s is not None:
             yield GaugeMetricFamily("chorus_model_load_seconds", "Load and warm-up time", value=self.chorus.load_s)
         memory = getattr(self.chorus.backend, "device_memory", None)

@@ -52,6 +52,10 @@ class ServiceState:
     started_at: float = field(default_factory=time.monotonic)
     load_s: float | None = None
     requests_disconnected: int = 0
+    #: Live WebSocket sessions open now, and the seconds their listeners waited for audio whose text the
+    #: engine already had (``service.live.Listener.sent``: the engine fell behind real time).
+    live_sessions: int = 0
+    live_late_s: float = 0.0
     metrics: Any = None  # service.observability.Metrics, set by create_app
 
     def stats(self) -> dict[str, Any]:
@@ -68,6 +72,8 @@ class ServiceState:
             "oom_events": batcher.oom_events if batcher else 0,
             "max_batch_size_now": batcher.current_max_batch_size if batcher else 0,
             "requests_disconnected": self.requests_disconnected,
+            "live_sessions": self.live_sessions,
+            "live_late_s": round(self.live_late_s, 3),
             "threads": threading.active_count(),
             "tasks": _task_count(),
         }

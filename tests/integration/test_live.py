@@ -228,6 +228,30 @@ def test_text_that_stops_mid_sentence_waits_for_more(client: TestClient[Any]) ->
     assert [s["text"] for s in got.of("sentence")] == ["Half a sentence."]
 
 
+def test_open_sessions_and_the_engines_lateness_are_reported(tiny_backend: Any) -> None:
+    gated = GatedBackend(tiny_backend)
+    long = "The first sentence is here, and it is long enough to play for a while. The "
+    for test_client in _client(gated, Settings()):
+        assert test_client.get("/stats").json()["live_sessions"] == 0
+        with test_client.websocket_connect(f"{ROUTE}?speed=0.25&chunking=sentence") as ws:
+            assert test_client.get("/stats").json()["live_sessions"] == 1
+            send(ws, type="speak", text=long)
+            playing = collect(ws, until="sentence").of("sentence")[0]["duration_s"]  # ~2 s of audio sent
+            gated.gate.clear()  # the engine falls behind: the next sentence, given now, is held
+            send(ws, type="speak", text="second one. And ")
+            time.sleep(playing + 0.3)  # the listener has heard all of the first and waits
+            gated.gate.set()
+            send(ws, type="close")
+            collect(ws)
+        stats = test_client.get("/stats").json()
+        assert stats["live_sessions"] == 0
+        assert 0.2 < stats["live_late_s"] < 30  # from when the first ran out to when the second came
+        metrics = test_client.get("/metrics").text
+        assert "chorus_live_sessions 0.0" in metrics
+        late = [line.split()[1] for line in metrics.splitlines() if line.startswith("chorus_live_late_seconds_total ")]
+        assert float(late[0]) == pytest.approx(stats["live_late_s"], abs=1e-3)
+
+
 def test_characters_the_model_cannot_say_are_named_on_their_sentence(client: TestClient[Any]) -> None:
     with client.websocket_connect(ROUTE) as ws:
         send(ws, type="speak", text="Die Straße ist lang. ")

@@ -54,3 +54,14 @@ def test_a_clear_leaves_nothing_in_hand() -> None:
     listener.cleared(1.0)
     assert listener.in_hand(1.0) == 0.0
     assert listener.queued_chars == 0
+
+
+def test_lateness_counts_only_a_wait_for_audio_whose_text_the_engine_had() -> None:
+    listener = Listener()
+    assert listener.sent(10, 1.0, given_at=0.0, now=0.5) == 0.0  # the first audio: nothing was playing
+    # Plays until 1.5. The next text came at 1.0, before that ran out; its audio went out at 2.0: 0.5 s late.
+    assert listener.sent(10, 1.0, given_at=1.0, now=2.0) == pytest.approx(0.5)
+    # Plays until 3.0. Text that came only at 3.5 (the writer paused) and went out at 3.8: not the engine's.
+    assert listener.sent(10, 1.0, given_at=3.5, now=3.8) == 0.0
+    # Plays until 4.8: audio that arrives while the last still plays is on time.
+    assert listener.sent(10, 1.0, given_at=4.0, now=4.5) == 0.0
