@@ -25,7 +25,7 @@ from service.bench.loadgen import Target, closed_loop, open_loop, summarize
 from service.bench.report import machine, markdown_table, write_results
 from service.bench.sentences import SENTENCES
 
-__all__ = ["WARMUP_FIRST_INDEX", "cost_per_million_chars", "live_sweep", "main", "read_texts", "sweep"]
+__all__ = ["WARMUP_FIRST_INDEX", "cost_per_million_chars", "live_sweep", "main", "read_texts", "server_late_s", "sweep"]
 
 #: Warm-up requests are numbered from here, away from the measured runs' 0, 1, 2 ...
 WARMUP_FIRST_INDEX = 1_000_000
@@ -131,13 +131,27 @@ async def live_sweep(
                         quiet=quiet)  # fmt: skip
     rows = []
     for sessions in concurrencies:
+        late_before = await asyncio.to_thread(server_late_s, target)
         outcomes, wall = await live_loop(
             target, sessions, duration_s=duration_s, chars_per_s=chars_per_s, label=f"{system} {sessions} live",
             quiet=quiet,
         )  # fmt: skip
         row = summarize_live(system, outcomes, wall, sessions=sessions)
+        late_after = await asyncio.to_thread(server_late_s, target)
+        if late_before is not None and late_after is not None:  # the server's own view of its stalls
+            row["server_late_s"] = round(late_after - late_before, 3)
         rows.append({**row, "writing_chars_per_s": chars_per_s, "chunking": target.chunking or "auto"})
     return rows
+
+
+def server_late_s(target: Target) -> float | None:
+    """A Chorus server's count of seconds its live listeners waited for audio whose text it already had
+    (``/stats``), or None where there is none (another server, an older Chorus, a refused key)."""
+    try:
+        response = httpx.get(target.url + "/stats", headers=target.headers(), timeout=10)
+        return float(response.json()["live_late_s"]) if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ COLUMNS = [
     ("ttfa_p99_ms", "first audio p99 ms"),
     ("stalled_sessions", "stalled sessions"),
     ("stall_s", "stall s"),
+    ("server_late_s", "server late s"),
     ("errors_by_close_code", "errors (close code: count)"),
     ("cost_per_million_chars", "$ per M chars"),
 ]

@@ -163,6 +163,7 @@ def test_bench_live_holds_conversations_over_the_websocket(server: Server, tmp_p
         assert row["throughput_audio_s_per_s"] > 0
         assert row["ttfa_p50_ms"] > 0
         assert row["stalled_sessions"] <= row["requests"]
+        assert 0 <= row["server_late_s"] <= row["stall_s"] + 0.5  # the server's view: only what it was late for
     assert "first audio p50 ms" in done.stdout
     refused = bench(server, "--live", "--concurrency", "1", "--duration", "1", "--warmup", "0", key="wrong")
     assert "| 4401: 1 |" in refused.stdout  # refused for its key, the table says why, and no retry storm
