@@ -1,8 +1,9 @@
 """The micro-batcher: a bounded queue in front of one worker thread that runs whole batches.
 
-Callers on the event loop ``await batcher.run([...])``; the worker thread takes the oldest waiting job,
-gathers up to ``max_batch_size`` jobs that may share a forward pass with it, sorts them by length and
-hands them to the model in one call. Results travel back to the loop with ``call_soon_threadsafe``.
+Callers on the event loop ``await batcher.run([...])``; the worker thread takes the oldest waiting job
+(jobs that say they are not needed yet wait behind the rest: ``enqueue``'s ``needed_by``), gathers up to
+``max_batch_size`` jobs that may share a forward pass with it, sorts them by length and hands them to the
+model in one call. Results travel back to the loop with ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class _Job(Generic[T, R]):
     loop: asyncio.AbstractEventLoop
     enqueued_at: float
     deadline: float | None = None
+    #: When its audio is needed (``time.monotonic()``): a live listener's runs out then; a request's is
+    #: needed when it arrives.
+    needed_by: float = 0.0
     # Set from the event loop when the caller goes away; read by the worker without a lock. A stale
     # read only means one wasted row, never a wrong result, so the GIL's atomic bool store is enough.
     abandoned: bool = False
@@ -246,7 +250,12 @@ class MicroBatcher(Generic[T, R]):
     # ------------------------------------------------------------------ submission
 
     def enqueue(
-        self, items: Sequence[T], *, group: BatchGroup | None = None, deadline: float | None = None
+        self,
+        items: Sequence[T],
+        *,
+        group: BatchGroup | None = None,
+        deadline: float | None = None,
+        needed_by: float | None = None,
     ) -> Pending[R]:
         """Queue ``items`` together, all admitted or none, without waiting for them.
 
@@ -258,6 +267,9 @@ class MicroBatcher(Generic[T, R]):
         A job still waiting at its ``deadline`` (``time.monotonic()`` seconds), or that could not finish by
         then, is dropped and fails with ``DeadlineExceededError``.
         Jobs of a progressive ``group`` enter batches 1, 2, 4, ... at a time, in order (``BatchGroup``).
+        ``needed_by`` (``time.monotonic()`` seconds; default now) is when the caller needs the audio: a job
+        not needed yet (a live listener with audio in hand) waits behind every job needed now, which go in
+        arrival order.
         """
         loop = asyncio.get_running_loop()
         now = time.monotonic()
@@ -272,6 +284,7 @@ class MicroBatcher(Generic[T, R]):
                 loop=loop,
                 enqueued_at=now,
                 deadline=deadline,
+                needed_by=now if needed_by is None else needed_by,
             )
             for item in items
         ]
@@ -307,7 +320,12 @@ class MicroBatcher(Generic[T, R]):
                 )
 
     async def run(
-        self, items: Sequence[T], *, group: BatchGroup | None = None, deadline: float | None = None
+        self,
+        items: Sequence[T],
+        *,
+        group: BatchGroup | None = None,
+        deadline: float | None = None,
+        needed_by: float | None = None,
     ) -> list[Completed[R]]:
         """Queue ``items`` together (all admitted or none) and wait for all their results, in order.
 
@@ -315,7 +333,7 @@ class MicroBatcher(Generic[T, R]):
         """
         if not items:
             return []
-        return await self.enqueue(items, group=group, deadline=deadline).wait()
+        return await self.enqueue(items, group=group, deadline=deadline, needed_by=needed_by).wait()
 
     async def submit(self, item: T) -> Completed[R]:
         """Queue one item and wait for its result."""
@@ -379,7 +397,14 @@ class MicroBatcher(Generic[T, R]):
                 self._drop_abandoned()
                 if not self._queue:
                     return []
-            # The oldest job decides the key, so no key can starve another.
+            # Jobs not needed before the queue could serve them (now, plus its expected wait and a batch) go
+            # behind the rest, soonest needed first; the rest keep arrival order. Under overload that horizon
+            # is far and the order is arrival order: ordering every job by need cut first audio but stalled
+            # more there (benchmarks/results/live-edf-cpu.json).
+            horizon = time.monotonic() + self.expected_wait_s() + (self._batch_s_ewma or 0.0)
+            if any(job.needed_by > horizon for job in self._queue):
+                self._queue = deque(sorted(self._queue, key=lambda job: _order(job, horizon)))
+            # The oldest job (of those needed now) decides the key, so no key can starve another.
             key = self._queue[0].key
             batch: list[_Job[T, R]] = []
             kept: deque[_Job[T, R]] = deque()
@@ -482,6 +507,12 @@ class MicroBatcher(Generic[T, R]):
                     batch_id=self._batch_seq,
                 ),
             )
+
+
+def _order(job: _Job[Any, Any], horizon: float) -> tuple[bool, float]:
+    """Jobs needed by ``horizon`` in arrival order, then the others by when they are needed."""
+    later = job.needed_by > horizon
+    return later, job.needed_by if later else job.enqueued_at
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

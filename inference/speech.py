@@ -217,11 +217,11 @@ class SpeechPipeline:
         return self._follow((asyncio.ensure_future(head.wait()), first), group, pending, len(first), deadline)
 
     async def _submit(
-        self, jobs: list[SynthesisJob], group: BatchGroup, deadline: float
+        self, jobs: list[SynthesisJob], group: BatchGroup, deadline: float, needed_by: float | None = None
     ) -> list[Completed[npt.NDArray[np.float32]]]:
         while True:
             try:
-                return await self.batcher.run(jobs, group=group, deadline=deadline)
+                return await self.batcher.run(jobs, group=group, deadline=deadline, needed_by=needed_by)
             except QueueFullError as exc:
                 # Mid-stream the answer has started: wait for room rather than cut the audio short.
                 if time.monotonic() + exc.retry_after_s > deadline:
@@ -291,8 +291,9 @@ class LiveSpeech:
         self._order: asyncio.Queue[_LiveItem | None] = asyncio.Queue()
         self._futures: set[asyncio.Future[list[Completed[npt.NDArray[np.float32]]]]] = set()
 
-    async def say(self, text: str, tag: object = None) -> None:
-        """Queue ``text`` (a sentence or more) to be said after everything given before it."""
+    async def say(self, text: str, tag: object = None, needed_by: float | None = None) -> None:
+        """Queue ``text`` (a sentence or more) to be said after everything given before it; ``needed_by``
+        is when the listener's audio runs out (``time.monotonic()``; ``MicroBatcher.enqueue``)."""
         pipeline = self.pipeline
         if not self._admitted:
             pipeline.batcher.check_admission()  # a session is refused before its text costs any work
@@ -308,11 +309,11 @@ class LiveSpeech:
             return
         deadline = time.monotonic() + pipeline.request_timeout_s
         if not self._admitted:
-            pending = pipeline.batcher.enqueue(jobs, deadline=deadline)  # QueueFullError: refused now
+            pending = pipeline.batcher.enqueue(jobs, deadline=deadline, needed_by=needed_by)  # refused: raises
             self._admitted = True
             future = asyncio.ensure_future(pending.wait())
         else:
-            future = asyncio.ensure_future(pipeline._submit(jobs, BatchGroup(), deadline))
+            future = asyncio.ensure_future(pipeline._submit(jobs, BatchGroup(), deadline, needed_by))
         self._futures.add(future)
         future.add_done_callback(self._futures.discard)
         self._order.put_nowait(_LiveItem(tag, generation, future, jobs))

@@ -396,10 +396,12 @@ class _Session:
             text = plain_text(clean_text(sentence, len(sentence), text_format=self.text_format))
         except HTTPException:
             return  # nothing to say in this piece (only markup, only emoji): nothing to send for it
-        said = _Said(sentence.strip(), self.pipeline.unsayable(text), continues, time.monotonic(), len(text))
+        now = time.monotonic()
+        needed_by = now + self.listener.in_hand(now)  # when the listener will have heard all before it
+        said = _Said(sentence.strip(), self.pipeline.unsayable(text), continues, now, len(text))
         self.listener.given(said.chars)  # (before the await: the writer may send it before that returns)
         try:
-            await self.live.say(text, tag=said)
+            await self.live.say(text, tag=said, needed_by=needed_by)
         except QueueFullError as exc:
             raise _Refused(429, str(exc), _TRY_LATER, retry_after_s=max(1, round(exc.retry_after_s))) from None
         except InferenceError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -214,6 +215,39 @@ async def test_different_keys_never_share_a_batch_and_the_oldest_goes_first(runn
     assert runner.batches[1:] == [["a1", "a2"], ["b1", "b2"]]
     assert [d.value for d in done[1:]] == ["A1", "B1", "A2", "B2"]
     batcher.stop()
+
+
+async def _four_needs(batcher: MicroBatcher[Item, str], runner: ScriptedRunner) -> list[list[str]]:
+    runner.gate.clear()
+    blocker = asyncio.ensure_future(batcher.submit(Item("block")))
+    await _wait_for(runner.entered)
+    now = time.monotonic()
+    futures = [
+        asyncio.ensure_future(batcher.run([Item("in-hand")], needed_by=now + 60)),  # a minute of audio in hand
+        asyncio.ensure_future(batcher.run([Item("request")])),  # needed when it arrives
+        asyncio.ensure_future(batcher.run([Item("overdue")], needed_by=now - 1)),
+        asyncio.ensure_future(batcher.run([Item("soon")], needed_by=now + 30)),
+    ]
+    await asyncio.sleep(0.05)
+    runner.gate.set()
+    await asyncio.gather(blocker, *futures)
+    assert [f.result()[0].value for f in futures] == ["IN-HAND", "REQUEST", "OVERDUE", "SOON"]
+    batcher.stop()
+    return runner.batches[1:]
+
+
+async def test_a_job_not_needed_yet_waits_behind_the_jobs_needed_now(runner: ScriptedRunner) -> None:
+    """A live listener with audio in hand yields to jobs needed now (kept in arrival order)."""
+    batches = await _four_needs(make(runner, max_batch_size=1), runner)
+    assert batches == [["request"], ["overdue"], ["soon"], ["in-hand"]]
+
+
+async def test_behind_a_backlog_every_job_keeps_its_arrival_order(runner: ScriptedRunner) -> None:
+    """When the queue could not serve even a job needed a minute from now before then, deferring it would
+    only make it late: arrival order."""
+    batcher = make(runner, max_batch_size=1)
+    batcher._batch_s_ewma = 100.0  # batches have lately taken 100 s each
+    assert await _four_needs(batcher, runner) == [["in-hand"], ["request"], ["overdue"], ["soon"]]
 
 
 async def test_a_flood_of_one_key_cannot_starve_another(runner: ScriptedRunner) -> None:
