@@ -20,14 +20,14 @@ import anyio
 import numpy as np
 import numpy.typing as npt
 
-from inference.backends.base import Backend, SynthesisJob, SynthesisParams
+from inference.backends.base import Backend, SynthesisJob, SynthesisParams, Voiced
 from inference.batcher import BatchGroup, Completed, MicroBatcher
 from inference.errors import InvalidTextError, QueueFullError
 from inference.text import split_sentences
 from inference.text.lexicon import Lexicon
 from inference.text.ssml import Segment, SsmlText
 
-__all__ = ["LiveSpeech", "SpeechPipeline", "SpeechResult", "Spoken"]
+__all__ = ["Chunk", "LiveSpeech", "SpeechPipeline", "SpeechResult", "Spoken", "WordTime"]
 
 _MAX_SEED = 2**63 - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -52,6 +52,23 @@ def job_seed(seed: int, index: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class WordTime:
+    """When a word is said: seconds from the start of the audio it is part of."""
+
+    word: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A job's audio as it is sent (edges softened, pauses added), and its words' times within it."""
+
+    audio: npt.NDArray[np.float32]
+    words: tuple[WordTime, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class SpeechResult:
     """A whole request's audio and the facts about the batches that made it."""
 
@@ -61,6 +78,8 @@ class SpeechResult:
     inference_s: float
     #: Characters of the text the model cannot say (``Backend.unsayable``), found while preparing.
     unsaid: str = ""
+    #: With ``SynthesisParams.timestamps``: every word's time in the whole audio.
+    words: tuple[WordTime, ...] = ()
 
     @property
     def samples(self) -> int:
@@ -74,7 +93,7 @@ class SpeechPipeline:
     def __init__(
         self,
         backend: Backend,
-        batcher: MicroBatcher[SynthesisJob, npt.NDArray[np.float32]],
+        batcher: MicroBatcher[SynthesisJob, Voiced],
         *,
         max_chunk_chars: int = 400,
         stream_window: int = 16,
@@ -200,7 +219,7 @@ class SpeechPipeline:
 
     async def open_stream(
         self, text: str | SsmlText, params: SynthesisParams, language: str
-    ) -> AsyncIterator[Completed[npt.NDArray[np.float32]]]:
+    ) -> AsyncIterator[Completed[Chunk]]:
         """Admit the first chunk now (so overload is refused before any byte is sent) and return the rest
         as an async iterator of chunk results, in text order."""
         deadline = time.monotonic() + self.request_timeout_s
@@ -218,7 +237,7 @@ class SpeechPipeline:
 
     async def _submit(
         self, jobs: list[SynthesisJob], group: BatchGroup, deadline: float, needed_by: float | None = None
-    ) -> list[Completed[npt.NDArray[np.float32]]]:
+    ) -> list[Completed[Voiced]]:
         while True:
             try:
                 return await self.batcher.run(jobs, group=group, deadline=deadline, needed_by=needed_by)
@@ -230,13 +249,13 @@ class SpeechPipeline:
 
     async def _follow(
         self,
-        head: tuple[asyncio.Future[list[Completed[npt.NDArray[np.float32]]]], list[SynthesisJob]],
+        head: tuple[asyncio.Future[list[Completed[Voiced]]], list[SynthesisJob]],
         group: BatchGroup,
         pending: deque[_Sentence],
         next_index: int,
         deadline: float,
-    ) -> AsyncIterator[Completed[npt.NDArray[np.float32]]]:
-        in_flight: deque[tuple[asyncio.Future[list[Completed[npt.NDArray[np.float32]]]], list[SynthesisJob]]]
+    ) -> AsyncIterator[Completed[Chunk]]:
+        in_flight: deque[tuple[asyncio.Future[list[Completed[Voiced]]], list[SynthesisJob]]]
         in_flight = deque([head])
         rate_hz = self.backend.info.sample_rate_hz
         try:
@@ -248,7 +267,8 @@ class SpeechPipeline:
                         in_flight.append((asyncio.ensure_future(self._submit(jobs, group, deadline)), jobs))
                 future, jobs = in_flight.popleft()
                 for job, done in zip(jobs, await future, strict=True):
-                    yield replace(done, value=with_pauses(job, soften_edges(done.value, rate_hz), rate_hz))
+                    chunk = as_sent(job, done.value, rate_hz)
+                    yield Completed(chunk, done.batch_size, done.queue_s, done.inference_s, done.batch_id)
         finally:
             # The client went away (or the stream failed): drop every chunk not yet synthesized.
             for future, _ in in_flight:
@@ -269,6 +289,8 @@ class Spoken:
     batch_size: int = 0
     #: ``LiveSpeech.generation`` when it was given: a ``clear`` since then makes it stale.
     generation: int = 0
+    #: With ``SynthesisParams.timestamps``: its words' times within ``audio``.
+    words: tuple[WordTime, ...] = ()
 
 
 class LiveSpeech:
@@ -289,7 +311,7 @@ class LiveSpeech:
         self._index = 0
         self._admitted = False
         self._order: asyncio.Queue[_LiveItem | None] = asyncio.Queue()
-        self._futures: set[asyncio.Future[list[Completed[npt.NDArray[np.float32]]]]] = set()
+        self._futures: set[asyncio.Future[list[Completed[Voiced]]]] = set()
 
     async def say(self, text: str, tag: object = None, needed_by: float | None = None) -> None:
         """Queue ``text`` (a sentence or more) to be said after everything given before it; ``needed_by``
@@ -367,13 +389,13 @@ class LiveSpeech:
             if item.future.cancelled() or item.generation != self.generation:
                 continue  # cleared
             done = item.future.result()  # a failed synthesis or a passed deadline raises here
-            pairs = zip(item.jobs, done, strict=True)
-            audio = [with_pauses(job, soften_edges(d.value, rate_hz), rate_hz) for job, d in pairs]
+            chunks = [as_sent(job, d.value, rate_hz) for job, d in zip(item.jobs, done, strict=True)]
             yield Spoken(
                 item.tag,
-                np.concatenate(audio) if len(audio) > 1 else audio[0],
+                np.concatenate([c.audio for c in chunks]) if len(chunks) > 1 else chunks[0].audio,
                 max(d.batch_size for d in done),
                 item.generation,
+                joined_words(chunks, rate_hz),
             )
 
 
@@ -381,7 +403,7 @@ class LiveSpeech:
 class _LiveItem:
     tag: object
     generation: int
-    future: asyncio.Future[list[Completed[npt.NDArray[np.float32]]]] | None
+    future: asyncio.Future[list[Completed[Voiced]]] | None
     jobs: list[SynthesisJob]
 
 
@@ -404,6 +426,37 @@ def soften_edges(audio: npt.NDArray[np.float32], rate_hz: int, fade_s: float = 0
     return out
 
 
+def as_sent(job: SynthesisJob, voiced: Voiced, rate_hz: int) -> Chunk:
+    """A job's audio as it is sent (edges softened, pauses added), with its words' times when it has them."""
+    audio = with_pauses(job, soften_edges(voiced.audio, rate_hz), rate_hz)
+    if not job.words or voiced.token_samples is None:
+        return Chunk(audio)
+    # A token's audio starts where the durations of the tokens before it end (the model's own boundaries).
+    bounds = np.concatenate(([0], np.cumsum(voiced.token_samples))) + round(job.pause_before_s * rate_hz)
+    words = tuple(
+        WordTime(w.text, _seconds(int(bounds[w.first]), rate_hz), _seconds(int(bounds[w.end]), rate_hz))
+        for w in job.words
+    )
+    return Chunk(audio, words)
+
+
+def joined_words(chunks: Sequence[Chunk], rate_hz: int) -> tuple[WordTime, ...]:
+    """The words of consecutive chunks, timed from the start of the first."""
+    if len(chunks) == 1:
+        return chunks[0].words
+    out: list[WordTime] = []
+    offset = 0
+    for chunk in chunks:
+        shift = offset / rate_hz
+        out.extend(WordTime(w.word, round(w.start_s + shift, 3), round(w.end_s + shift, 3)) for w in chunk.words)
+        offset += len(chunk.audio)
+    return tuple(out)
+
+
+def _seconds(samples: int, rate_hz: int) -> float:
+    return round(samples / rate_hz, 3)
+
+
 def with_pauses(job: SynthesisJob, audio: npt.NDArray[np.float32], rate_hz: int) -> npt.NDArray[np.float32]:
     """``audio`` with the silence an SSML ``<break>`` asked for before and after it."""
     if not job.pause_before_s and not job.pause_after_s:
@@ -421,13 +474,13 @@ def _ramp(n: int) -> npt.NDArray[np.float32]:
     return ramp
 
 
-def _result(
-    jobs: Sequence[SynthesisJob], done: Sequence[Completed[npt.NDArray[np.float32]]], rate_hz: int
-) -> SpeechResult:
+def _result(jobs: Sequence[SynthesisJob], done: Sequence[Completed[Voiced]], rate_hz: int) -> SpeechResult:
     batches = {d.batch_id: d.inference_s for d in done}
+    chunks = [as_sent(job, d.value, rate_hz) for job, d in zip(jobs, done, strict=True)]
     return SpeechResult(
-        chunks=[with_pauses(job, soften_edges(d.value, rate_hz), rate_hz) for job, d in zip(jobs, done, strict=True)],
+        chunks=[c.audio for c in chunks],
         batch_size=max(d.batch_size for d in done),
         queue_s=max(d.queue_s for d in done),
         inference_s=sum(batches.values()),
+        words=joined_words(chunks, rate_hz),
     )

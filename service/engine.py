@@ -12,12 +12,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
-
 from inference import MicroBatcher
 from inference.backends import ModelSpec
-from inference.backends.base import Backend, SynthesisJob
+from inference.backends.base import Backend, SynthesisJob, Voiced, timed_synthesis
 from inference.speech import SpeechPipeline
 from service.settings import Settings
 from service.state import Phase, ServiceState
@@ -91,7 +88,7 @@ async def bring_up(
     loaded: list[tuple[str | None, Backend]] = []
     by_key: dict[str, Backend] = {}
 
-    def setup() -> Callable[[list[SynthesisJob]], Sequence[npt.NDArray[np.float32]]]:
+    def setup() -> Callable[[list[SynthesisJob]], Sequence[Voiced]]:
         # Runs on the worker thread that will run every batch (see MicroBatcher.start for why).
         models: list[tuple[str | None, Backend]]
         if routed is not None:
@@ -109,12 +106,14 @@ async def bring_up(
             on_gpu = any(model.info.device.startswith("cuda") for _, model in loaded)
             batcher.max_batch_size = GPU_MAX_BATCH if on_gpu else CPU_MAX_BATCH
 
-        def dispatch(jobs: list[SynthesisJob]) -> Sequence[npt.NDArray[np.float32]]:
-            return by_key[jobs[0].model].synthesize(jobs)
+        runners = {key: timed_synthesis(model) for key, model in by_key.items()}
+
+        def dispatch(jobs: list[SynthesisJob]) -> Sequence[Voiced]:
+            return runners[jobs[0].model](jobs)
 
         return dispatch
 
-    batcher: MicroBatcher[SynthesisJob, npt.NDArray[np.float32]] = MicroBatcher(
+    batcher: MicroBatcher[SynthesisJob, Voiced] = MicroBatcher(
         max_batch_size=settings.max_batch_size or GPU_MAX_BATCH,  # unset: chosen once the device is known
         max_queue_size=settings.max_queue,
         max_queue_wait_s=settings.max_queue_wait_s,

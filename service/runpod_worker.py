@@ -162,9 +162,9 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
             pending = bytearray(encoder.encode(_EMPTY))
             index = samples = batch_size = 0
             async for done in chunks:
-                samples += len(done.value)
+                samples += len(done.value.audio)
                 batch_size = max(batch_size, done.batch_size)
-                pending += encoder.encode(done.value)
+                pending += encoder.encode(done.value.audio)
                 while len(pending) >= CHUNK_BYTES:
                     yield {"index": index, "audio": _b64(bytes(pending[:CHUNK_BYTES])), "format": fmt,
                            "sample_rate": encoder.rate_hz}  # fmt: skip

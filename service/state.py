@@ -9,11 +9,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from inference import MicroBatcher
-from inference.backends.base import Backend, SynthesisJob
+from inference.backends.base import Backend, SynthesisJob, Voiced
 from inference.speech import SpeechPipeline
 from service.settings import Settings
 
@@ -43,7 +40,7 @@ class ServiceState:
     settings: Settings
     phase: Phase = Phase.LOADING
     backend: Backend | None = None
-    batcher: MicroBatcher[SynthesisJob, npt.NDArray[np.float32]] | None = None
+    batcher: MicroBatcher[SynthesisJob, Voiced] | None = None
     pipeline: SpeechPipeline | None = None  # the first (default) model's
     #: Every served model's pipeline by name, and language → model name (CHORUS_MODELS routes).
     pipelines: dict[str, SpeechPipeline] = field(default_factory=dict)

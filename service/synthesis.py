@@ -220,10 +220,10 @@ async def audio_response(
             yield head
         samples = 0
         async for done in chunks:
-            samples += len(done.value)
+            samples += len(done.value.audio)
             facts["audio_s"] = round(samples / source_rate, 3)
             facts["batch_size"] = max(facts.get("batch_size", 0), done.batch_size)
-            data = encoder.encode(done.value)
+            data = encoder.encode(done.value.audio)
             if data:
                 yield data
         tail = encoder.finish()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -22,6 +22,8 @@ class ModelInfo:
     default_voice: str | None = None
     device: str = "cpu"
     dtype: str = "fp32"
+    #: The model can say when each word is spoken (``SynthesisParams.timestamps``; ``TimedBackend``).
+    word_timestamps: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,20 @@ class SynthesisParams:
     #: The client chose the seed (rather than the server drawing one): families that cannot keep a row's
     #: randomness independent of its batch (Bark) run such a request alone so that it repeats.
     seeded: bool = False
+    #: Find which tokens say each word (``SynthesisJob.words``), so that the audio can be timed word by word.
+    #: Only families whose ``info.word_timestamps`` is true do; the others ignore it.
+    timestamps: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WordSpan:
+    """A word of a job's text (as written, punctuation attached) and the tokens that say it: ``first`` up
+    to ``end`` (exclusive). ``first == end`` for a word the model says nothing for (a lone dash): it is
+    placed there, with no length."""
+
+    text: str
+    first: int
+    end: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +64,8 @@ class SynthesisJob:
     #: Silence the pipeline puts before and after this job's audio (SSML ``<break>``); backends ignore it.
     pause_before_s: float = 0.0
     pause_after_s: float = 0.0
+    #: The words of its text and their tokens, in order (only with ``SynthesisParams.timestamps``).
+    words: tuple[WordSpan, ...] = ()
 
     @property
     def length(self) -> int:
@@ -92,3 +110,33 @@ class Backend(Protocol):
     def warmup(self) -> None:
         """Run a tiny synthesis so that the first real request does not pay for lazy initialisation."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Voiced:
+    """A job's audio, with how many samples each of its tokens lasted when the model can tell."""
+
+    audio: npt.NDArray[np.float32]
+    #: One count per token of the job (they add up to the audio's length); ``None`` for families whose
+    #: output is not aligned to their input tokens.
+    token_samples: npt.NDArray[np.int64] | None = None
+
+
+@runtime_checkable
+class TimedBackend(Backend, Protocol):
+    """A backend that predicts each token's duration (VITS) and so can time its audio word by word."""
+
+    def synthesize_timed(self, jobs: Sequence[SynthesisJob]) -> list[Voiced]:
+        """``synthesize``, with each token's duration in samples."""
+        ...
+
+
+def timed_synthesis(backend: Backend) -> Callable[[Sequence[SynthesisJob]], list[Voiced]]:
+    """The batch function the engine runs for ``backend``: its audio, timed wherever the family can."""
+    if isinstance(backend, TimedBackend):
+        return backend.synthesize_timed
+
+    def untimed(jobs: Sequence[SynthesisJob]) -> list[Voiced]:
+        return [Voiced(audio) for audio in backend.synthesize(jobs)]
+
+    return untimed

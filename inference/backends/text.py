@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import unicodedata
@@ -12,6 +13,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from inference.backends.align import BREAK, align_words
+from inference.backends.base import WordSpan
 from inference.backends.espeak import EspeakPhonemizer
 from inference.errors import InvalidTextError, ModelLoadError
 from inference.text.normalize import normalize
@@ -40,6 +43,14 @@ class TextFrontend(Protocol):
         """Token ids per segment; raises ``InvalidTextError`` when nothing can be spoken."""
         ...
 
+    def align(self, text: str, segments: Sequence[npt.NDArray[np.int64]]) -> list[tuple[WordSpan, ...]]:
+        """The words of ``text`` and the tokens of ``segments`` (its ``encode``) that say them, per segment."""
+        ...
+
+
+#: Words said alone, remembered per frontend (a voice agent's vocabulary repeats).
+_WORD_CACHE = 8192
+
 
 def _languages(declared: Sequence[str]) -> tuple[str, ...]:
     out: list[str] = []
@@ -63,6 +74,9 @@ class MmsFrontend:
         # Ids that carry no sound of their own: blanks/padding, unknown and the word separator.
         self._silent = {i for tok, i in vocab.items() if tok in {tokenizer.pad_token, tokenizer.unk_token, " ", "|"}}
         self._lock = threading.Lock()  # tokenizers keep per-call state; prepare may run on several threads
+        self._blanks = {i for tok, i in vocab.items() if tok == tokenizer.pad_token}
+        self._breaks = {i for tok, i in vocab.items() if tok in {" ", "|"}}
+        self._expected = functools.lru_cache(maxsize=_WORD_CACHE)(self._word_ids)
 
     def normalize(self, text: str) -> str:
         """Numbers, currency, dates, symbols and abbreviations spelled out (the vocabulary has only letters)."""
@@ -95,6 +109,20 @@ class MmsFrontend:
             raise InvalidTextError
         return [np.asarray(ids, dtype=np.int64)]
 
+    def align(self, text: str, segments: Sequence[npt.NDArray[np.int64]]) -> list[tuple[WordSpan, ...]]:
+        """The words of ``text`` and their characters' tokens (``inference.backends.align``)."""
+        words = text.split()
+        expected = [self._expected(w) for w in words]
+        return align_words(words, expected, segments, self._silent, self._blanks, self._breaks)
+
+    def _word_ids(self, word: str) -> tuple[int, ...]:
+        """The sounding character ids of ``word`` normalised alone ("42" → "forty two"), ``BREAK`` between
+        the words it becomes."""
+        normalized = self.normalize(word)
+        with self._lock:
+            ids = self.tokenizer(normalized)["input_ids"]
+        return _sounds(ids, self._silent, self._breaks)
+
 
 class PiperFrontend:
     """espeak-ng phonemes → ids exactly as Piper builds them: ``^ _ p1 _ p2 _ … pn _ $`` per sentence."""
@@ -121,6 +149,10 @@ class PiperFrontend:
         self.speaker_ids = tuple(speaker_map.values())
         # Ids that are not sounds (pauses and punctuation still shape prosody, but alone they say nothing).
         self._silent = {i for sym, ids in self.id_map.items() for i in ids if not any(ch.isalpha() for ch in sym)}
+        self._breaks = set(self.id_map.get(" ", ()))
+        # Word timing matches sounds only: stress moves between a word said alone and in a sentence.
+        self._soundless = self._silent | {i for mark in "ˈˌ" for i in self.id_map.get(mark, ())}
+        self._expected = functools.lru_cache(maxsize=_WORD_CACHE)(self._word_ids)
 
     def phonemize(self, text: str) -> list[list[str]]:
         """espeak-ng phonemes (NFD code points), grouped by sentence, punctuation kept."""
@@ -143,6 +175,32 @@ class PiperFrontend:
         if not segments:
             raise InvalidTextError
         return segments
+
+    def align(self, text: str, segments: Sequence[npt.NDArray[np.int64]]) -> list[tuple[WordSpan, ...]]:
+        """The words of ``text`` and their phonemes' tokens (``inference.backends.align``): espeak-ng joins
+        and splits words ("of the" → "ʌvðə", "$3" → "three dollars"), so each word is said alone first."""
+        words = unicodedata.normalize("NFC", text).split()
+        expected = [self._expected(w) for w in words]
+        return align_words(words, expected, segments, self._soundless, set(self._pad), self._breaks)
+
+    def _word_ids(self, word: str) -> tuple[int, ...]:
+        """The sounding phoneme ids of ``word`` said alone, ``BREAK`` between the words it becomes."""
+        ids = [i for sentence in self.phonemize(word) for phoneme in sentence for i in self.id_map.get(phoneme, ())]
+        return _sounds(ids, self._soundless, self._breaks)
+
+
+def _sounds(ids: Sequence[int], silent: set[int], breaks: set[int]) -> tuple[int, ...]:
+    """The sounding ids of a word said alone, one ``BREAK`` between the words it became (none at the ends)."""
+    out: list[int] = []
+    for i in ids:
+        if i in breaks:
+            if out and out[-1] != BREAK:
+                out.append(BREAK)
+        elif i not in silent:
+            out.append(i)
+    while out and out[-1] == BREAK:
+        out.pop()
+    return tuple(out)
 
 
 def load_frontend(source: Path | str, config: Any, languages: Sequence[str] | None = None) -> TextFrontend:

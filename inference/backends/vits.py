@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from transformers import VitsConfig, VitsModel
 
-from inference.backends.base import ModelInfo, SynthesisJob, SynthesisParams
+from inference.backends.base import ModelInfo, SynthesisJob, SynthesisParams, Voiced
 from inference.backends.device import run_batch, torch_dtype
 from inference.backends.hifigan import Mask, apply_mask, as_2d, convolutions_as_2d, from_2d, hifigan_body
 from inference.backends.noise import seeded_normal
@@ -160,6 +160,7 @@ class VitsBackend:
             default_voice=voices[0] if voices else None,
             device=str(device),
             dtype=dtype,
+            word_timestamps=True,
         )
         self._prepare_model()
 
@@ -240,7 +241,11 @@ class VitsBackend:
         """Text → one job per sentence the frontend finds."""
         if params.voice is not None and params.voice not in self._info.voices:
             raise UnknownVoiceError(params.voice, list(self._info.voices))
-        return [SynthesisJob(token_ids=ids, params=params) for ids in self.frontend.encode(text)]
+        segments = self.frontend.encode(text)
+        if not params.timestamps:
+            return [SynthesisJob(token_ids=ids, params=params) for ids in segments]
+        words = self.frontend.align(text, segments)
+        return [SynthesisJob(token_ids=ids, params=params, words=w) for ids, w in zip(segments, words, strict=True)]
 
     def unsayable(self, text: str) -> str:
         """Characters of ``text`` this model's frontend drops (phoneme frontends drop none)."""
@@ -260,10 +265,14 @@ class VitsBackend:
 
     def synthesize(self, jobs: Sequence[SynthesisJob]) -> list[npt.NDArray[np.float32]]:
         """Run one batched forward pass; every waveform is trimmed to its own length."""
+        return [voiced.audio for voiced in self.synthesize_timed(jobs)]
+
+    def synthesize_timed(self, jobs: Sequence[SynthesisJob]) -> list[Voiced]:
+        """``synthesize``, with the samples each token lasted (its predicted duration): word timestamps."""
         return run_batch(self.device, self._synthesize, jobs)
 
     @torch.inference_mode()
-    def _synthesize(self, jobs: Sequence[SynthesisJob]) -> list[npt.NDArray[np.float32]]:
+    def _synthesize(self, jobs: Sequence[SynthesisJob]) -> list[Voiced]:
         device = self.device
         batch = len(jobs)
         lengths = [job.length for job in jobs]
@@ -290,7 +299,11 @@ class VitsBackend:
         in_mask_c = in_mask.transpose(1, 2)  # (B, 1, T_in)
         duration = torch.ceil(torch.exp(log_duration) * in_mask_c * length_scale[:, None, None]).squeeze(1)
         frames_t = torch.clamp_min(duration.sum(dim=1), 1).long()
-        frames = frames_t.tolist()  # the one host sync: the output size depends on predicted durations
+        # The one host sync (the output size depends on the predicted durations), which brings each token's
+        # duration along for word timestamps.
+        on_host = torch.cat((frames_t[:, None], duration.long()), dim=1).cpu().numpy()
+        frames = on_host[:, 0].tolist()
+        token_samples = on_host[:, 1:] * self.hop
         max_frames = self._bucket(max(frames))
 
         # Each output frame reads the token whose cumulative duration first exceeds the frame index.
@@ -313,7 +326,8 @@ class VitsBackend:
         half = self._half
         out_mask_h = out_mask.to(half)
         speaker_h = None if speaker is None else speaker.to(half)
-        return self._tail(latents.to(half), out_mask_h, speaker_h, frames)
+        waves = self._tail(latents.to(half), out_mask_h, speaker_h, frames)
+        return [Voiced(wave, token_samples[row, : lengths[row]]) for row, wave in enumerate(waves)]
 
     def _tail(
         self, latents: torch.Tensor, out_mask_h: torch.Tensor, speaker_h: torch.Tensor | None, frames: list[int]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from inference.audio import wav_bytes
-from inference.backends.base import SynthesisParams
+from inference.backends.base import SynthesisParams, timed_synthesis
 from inference.backends.device import cpu_has_bf16
 from inference.errors import ModelLoadError
 from tests.e2e.server import Server, chorus_executable, running_server
@@ -144,7 +144,7 @@ def test_the_converted_checkpoint_loads_without_any_onnx_package(voice_dir: Path
     script = (
         "import sys; sys.modules['onnx'] = None; sys.modules['onnxruntime'] = None\n"
         "from inference.backends import ModelSpec, load_backend\n"
-        "from inference.backends.base import SynthesisParams\n"
+        "from inference.backends.base import SynthesisParams, timed_synthesis\n"
         f"b = load_backend(ModelSpec(model={str(voice_dir)!r}, device='cpu'))\n"
         "print(len(b.synthesize(b.prepare('It works.', SynthesisParams(temperature=0.0)))[0]))\n"
     )
@@ -359,13 +359,13 @@ async def test_sentence_chunks_join_at_silence_so_streams_do_not_click(voice: An
     from inference.speech import SpeechPipeline
 
     batcher: MicroBatcher[Any, Any] = MicroBatcher(
-        voice.synthesize, max_batch_size=8, max_queue_size=64, length_of=lambda job: job.length
+        timed_synthesis(voice), max_batch_size=8, max_queue_size=64, length_of=lambda job: job.length
     )
     batcher.start().result(timeout=60)
     try:
         pipeline = SpeechPipeline(voice, batcher)
         text = " ".join(SENTENCES) + " Dr. Brown arrived at 5 p.m.; the meeting, however, had ended."
-        chunks = [done.value async for done in await pipeline.open_stream(text, SynthesisParams(seed=3), "en")]
+        chunks = [done.value.audio async for done in await pipeline.open_stream(text, SynthesisParams(seed=3), "en")]
     finally:
         batcher.stop()
     assert len(chunks) >= len(SENTENCES) + 1

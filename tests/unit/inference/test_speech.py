@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from inference import InvalidTextError, MicroBatcher
-from inference.backends.base import SynthesisJob, SynthesisParams
+from inference.backends.base import SynthesisJob, SynthesisParams, Voiced, timed_synthesis
 from inference.speech import SpeechPipeline
 from inference.text.ssml import parse_ssml
 
@@ -23,11 +23,11 @@ TEN_SENTENCES = " ".join(f"This is sentence number {w} of the text." for w in NU
 async def pipeline(tiny_backend: Any) -> AsyncIterator[tuple[SpeechPipeline, list[int]]]:
     sizes: list[int] = []
 
-    def run(jobs: Sequence[SynthesisJob]) -> list[np.ndarray]:
+    def run(jobs: Sequence[SynthesisJob]) -> list[Voiced]:
         sizes.append(len(jobs))
-        return tiny_backend.synthesize(jobs)  # type: ignore[no-any-return]
+        return timed_synthesis(tiny_backend)(jobs)
 
-    batcher: MicroBatcher[SynthesisJob, np.ndarray] = MicroBatcher(
+    batcher: MicroBatcher[SynthesisJob, Voiced] = MicroBatcher(
         run, max_batch_size=16, max_queue_size=64, length_of=lambda job: job.length
     )
     batcher.start().result(timeout=10)
@@ -38,7 +38,7 @@ async def pipeline(tiny_backend: Any) -> AsyncIterator[tuple[SpeechPipeline, lis
 async def test_a_lone_stream_sends_its_first_sentence_alone(pipeline: tuple[SpeechPipeline, list[int]]) -> None:
     speech, sizes = pipeline
     chunks = await speech.open_stream(TEN_SENTENCES, SynthesisParams(temperature=0.0, seed=1), "en")
-    received = [done.value async for done in chunks]
+    received = [done.value.audio async for done in chunks]
     assert len(received) == 10
     assert sizes[0] == 1  # first audio after one sentence's synthesis, not the whole text's
     assert sizes == [1, 2, 4, 3]
@@ -48,7 +48,7 @@ async def test_streamed_audio_equals_the_whole_request(pipeline: tuple[SpeechPip
     speech, _ = pipeline
     params = SynthesisParams(temperature=0.8, seed=77)
     whole = await speech.synthesize(TEN_SENTENCES, params, "en")
-    streamed = [done.value async for done in await speech.open_stream(TEN_SENTENCES, params, "en")]
+    streamed = [done.value.audio async for done in await speech.open_stream(TEN_SENTENCES, params, "en")]
     assert [len(c) for c in streamed] == [len(c) for c in whole.chunks]
     np.testing.assert_allclose(np.concatenate(streamed), np.concatenate(whole.chunks), atol=1e-4)
 
@@ -109,11 +109,11 @@ async def test_a_full_queue_refuses_before_any_work_on_the_text(tiny_backend: An
 
     gate = threading.Event()
 
-    def run(jobs: Sequence[SynthesisJob]) -> list[np.ndarray]:
+    def run(jobs: Sequence[SynthesisJob]) -> list[Voiced]:
         gate.wait(10)
-        return tiny_backend.synthesize(jobs)  # type: ignore[no-any-return]
+        return timed_synthesis(tiny_backend)(jobs)
 
-    batcher: MicroBatcher[SynthesisJob, np.ndarray] = MicroBatcher(run, max_batch_size=1, max_queue_size=1)
+    batcher: MicroBatcher[SynthesisJob, Voiced] = MicroBatcher(run, max_batch_size=1, max_queue_size=1)
     batcher.start().result(timeout=10)
     speech = SpeechPipeline(tiny_backend, batcher, max_chunk_chars=200, stream_window=4)
     prepared: list[str] = []  # every text the pipeline did work on: whole requests and stream sentences
@@ -164,7 +164,7 @@ async def test_ssml_breaks_are_exact_silence_and_rates_are_speeds(pipeline: tupl
     pause = round(1.5 * rate)
     expected = np.concatenate([first, np.zeros(pause, dtype=np.float32), second])
     np.testing.assert_array_equal(np.concatenate(ssml.chunks), expected)
-    streamed = [done.value async for done in await speech.open_stream(marked, params, "en")]
+    streamed = [done.value.audio async for done in await speech.open_stream(marked, params, "en")]
     np.testing.assert_allclose(np.concatenate(streamed), expected, atol=1e-4)  # streamed == whole, pause too
 
     slow = await speech.synthesize(
@@ -185,5 +185,5 @@ async def test_ssml_breaks_are_exact_silence_and_rates_are_speeds(pipeline: tupl
     )
     kept = await speech.synthesize(around_emoji, params, "en")
     assert sum(len(c) for c in kept.chunks) == len(first) + len(second) + round(1.5 * rate)
-    streamed = [done.value async for done in await speech.open_stream(around_emoji, params, "en")]
+    streamed = [done.value.audio async for done in await speech.open_stream(around_emoji, params, "en")]
     np.testing.assert_allclose(np.concatenate(streamed), np.concatenate(kept.chunks), atol=1e-4)
