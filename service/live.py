@@ -7,7 +7,8 @@ back in order. The protocol (README, "Live text in"):
 * configuration in the query string: ``model``, ``voice``, ``speed``, ``temperature``, ``seed``,
   ``response_format`` (default ``pcm``), ``sample_rate``, ``text_format`` (``markdown`` or ``plain``),
   ``chunking`` (``auto``, ``sentence`` or ``clause``: below), ``settle_s`` (a last sentence that ends with
-  its full stop is said once no text has come for this long);
+  its full stop is said once no text has come for this long), ``timestamps`` (``word``: each sentence
+  event lists its words' times in the session's audio);
 * client messages, JSON text frames: ``{"type": "speak", "text": "..."}`` (``"flush": true``: then flush),
   ``{"type": "flush"}`` (say what is waiting now), ``{"type": "clear"}`` (the caller interrupted: drop
   what is not yet sent), ``{"type": "close"}`` (say the rest, then end);
@@ -46,7 +47,7 @@ from service.auth import api_key_problem
 from service.errors import inference_status
 from service.schemas import SampleRate, Seed, Speed, Temperature
 from service.state import Phase, ServiceState
-from service.synthesis import check_format, clean_text, plain_text, ready_pipeline
+from service.synthesis import check_format, check_timestamps, clean_text, plain_text, ready_pipeline, word_events
 
 __all__ = ["speech_stream_input"]
 
@@ -78,6 +79,8 @@ class LiveConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: A last sentence that ends with its full stop (question mark, ...) is said once no text has come for
     #: this long, without waiting for a word after it or a flush ("Let me check that." before a tool call).
     settle_s: Annotated[float, msgspec.Meta(ge=0.05, le=60)] = 0.3
+    #: ``word``: every ``sentence`` event carries ``words``, each with its start and end in the session's audio.
+    timestamps: Literal["none", "word"] = "none"
 
 
 class ClientMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -200,6 +203,7 @@ def _open(socket: WebSocket[Any, Any, Any], chorus: ServiceState) -> _Session:
         pipeline = pipeline_for_model(chorus, config.model) if config.model else ready_pipeline(chorus)
         voice = resolve_voice(pipeline.backend.info, config.voice)
         fmt = check_format(config.response_format)
+        timestamps = check_timestamps(pipeline.backend.info, config.timestamps)
     except HTTPException as exc:
         if exc.status_code == 503:  # loading, failed or draining: come back later, as Retry-After says
             retry = int((exc.headers or {}).get("Retry-After", "5"))
@@ -211,6 +215,7 @@ def _open(socket: WebSocket[Any, Any, Any], chorus: ServiceState) -> _Session:
         seed=config.seed if config.seed is not None else secrets.randbits(63),
         voice=voice,
         seeded=config.seed is not None,
+        timestamps=timestamps,
     )
     return _Session(socket, chorus, pipeline, params, fmt, config)
 
@@ -436,6 +441,8 @@ class _Session:
                         event["unsaid"] = said.unsaid  # left out, as X-Unsaid-Characters reports them
                     if said.continues:
                         event["continues"] = True  # a clause: the next event's text goes on with its sentence
+                    if self.params.timestamps:
+                        event["words"] = word_events(spoken.words, start)
                     await self._send_json(event)
                     await self._send_audio(self.encoder.encode(spoken.audio))
                     facts["batch_size"] = max(facts.get("batch_size", 0), spoken.batch_size)

@@ -27,7 +27,7 @@ from service.errors import client_error, inference_status, request_id
 from service.live import speech_stream_input
 from service.schemas import OpenAIErrorBody, TextFormat, audio_spec, error_specs
 from service.state import ServiceState
-from service.synthesis import audio_response, check_format, clean_text, ready_pipeline
+from service.synthesis import audio_response, check_format, check_timestamps, clean_text, ready_pipeline
 
 __all__ = ["OPENAI_MODEL_ALIASES", "OPENAI_VOICES", "openai_route_error", "openai_router"]
 
@@ -54,6 +54,8 @@ class SpeechRequest(msgspec.Struct, kw_only=True):
     temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
     #: Markdown or SSML read as such (the default), or every character as written: see ``TextFormat``.
     text_format: TextFormat = "markdown"
+    #: ``word`` (with ``stream_format: "sse"``): ``speech.audio.words`` events time each word in the audio.
+    timestamps: Literal["none", "word"] = "none"
 
 
 class OpenAIError(HTTPException):
@@ -175,15 +177,25 @@ async def create_speech(data: SpeechRequest, request: Request[Any, Any, Any], ch
     pipeline = pipeline_for_model(chorus, data.model)
     info = pipeline.backend.info
     voice = resolve_voice(info, data.voice)
+    if data.timestamps != "none" and data.stream_format != "sse":
+        raise OpenAIError(
+            400, 'timestamps come as speech.audio.words events: send stream_format "sse" with them', param="timestamps"
+        )
     try:
         fmt = check_format(data.response_format)
+        timestamps = check_timestamps(info, data.timestamps)
         text = clean_text(data.input, 4096, field="input", text_format=data.text_format)
     except HTTPException as exc:
-        param = "response_format" if "response_format" in exc.detail else "input"
+        param = next((p for p in ("response_format", "timestamps") if exc.detail.startswith(p)), "input")
         raise OpenAIError(exc.status_code, exc.detail, param=param) from None
     seed = data.seed if data.seed is not None else secrets.randbits(63)
     params = SynthesisParams(
-        temperature=data.temperature, speed=data.speed, seed=seed, voice=voice, seeded=data.seed is not None
+        temperature=data.temperature,
+        speed=data.speed,
+        seed=seed,
+        voice=voice,
+        seeded=data.seed is not None,
+        timestamps=timestamps,
     )
     return await audio_response(
         request,

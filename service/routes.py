@@ -12,7 +12,14 @@ from service.observability import CONTENT_TYPE
 from service.schemas import ErrorBody, GenerateRequest, Health, audio_spec, error_specs
 from service.settings import Settings
 from service.state import ServiceState
-from service.synthesis import audio_response, check_format, clean_text_off_loop, generate_params, pipeline_for_language
+from service.synthesis import (
+    audio_response,
+    check_format,
+    check_generate_timestamps,
+    clean_text_off_loop,
+    generate_params,
+    pipeline_for_language,
+)
 
 __all__ = ["generate_speech", "metrics_route", "ping_routes", "stats"]
 
@@ -81,7 +88,11 @@ def metrics_route(settings: Settings) -> Any:
     status_code=200,
     summary="Synthesize speech (WAV by default; streamed with stream=true)",
     responses={
-        200: audio_spec("audio/wav", "The audio (audio/wav unless response_format asks for another)"),
+        200: audio_spec(
+            "audio/wav",
+            "The audio (audio/wav unless response_format asks for another); with timestamps: word, JSON holding "
+            "the audio (base64) and each word's start and end",
+        ),
         **error_specs(ErrorBody, 401, 413, 415, 422, 429, 499, 500, 503, 504),
     },
 )
@@ -94,6 +105,7 @@ async def generate_speech(
     limit = settings.max_stream_chars if data.stream else settings.max_text_chars
     text = await clean_text_off_loop(data.text, limit, text_format=data.text_format)
     fmt = check_format(data.response_format)
+    check_generate_timestamps(pipeline.backend.info, data)
     params = generate_params(data)
     return await audio_response(
         request,

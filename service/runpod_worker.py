@@ -8,10 +8,11 @@ micro-batcher as HTTP requests would, so queued jobs batch together.
 Input (``job["input"]``), validated exactly like ``POST /generate``::
 
     {"text", "language", "temperature", "speed", "seed", "voice", "response_format", "stream", "sample_rate",
-     "text_format"}
+     "text_format", "timestamps"}
 
 Output, without ``stream``: one item, ``{"audio": base64, "format", "sample_rate", "duration_s", "seed",
-"batch_size"}``. With ``stream``: items ``{"index", "audio", "format", "sample_rate"}`` of at most
+"batch_size"}``, plus ``words`` (``[{"word", "start_s", "end_s"}]``) with ``"timestamps": "word"`` (not
+with ``stream``). With ``stream``: items ``{"index", "audio", "format", "sample_rate"}`` of at most
 ``CHUNK_BYTES`` of audio each (under the SDK's 1 MB per streamed chunk once base64-encoded), then
 ``{"done": true, "chunks", "duration_s", "format", "sample_rate", "seed", "batch_size"}``. Both carry
 ``unsaid_characters`` and ``ssml_ignored`` when there are any (the HTTP headers' facts). A bad input or a
@@ -45,7 +46,15 @@ from service.engine import GPU_MAX_BATCH, bring_up
 from service.schemas import GenerateRequest
 from service.settings import Settings
 from service.state import Phase, ServiceState
-from service.synthesis import check_format, clean_text, generate_params, pipeline_for_language, plain_text
+from service.synthesis import (
+    check_format,
+    check_generate_timestamps,
+    clean_text,
+    generate_params,
+    pipeline_for_language,
+    plain_text,
+    word_events,
+)
 
 __all__ = ["CHUNK_BYTES", "MAX_OUTPUT_BYTES", "make_handler", "run_worker", "start_engine"]
 
@@ -120,6 +129,7 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
         try:
             request, text = parse_input(job.get("input"), chorus.settings)
             pipeline = pipeline_for_language(chorus, request.language)
+            check_generate_timestamps(pipeline.backend.info, request)
         except JobInputError as exc:
             yield {"error": str(exc)}
             return
@@ -151,6 +161,7 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
                     "duration_s": round(result.samples / rate_in, 3),
                     "seed": seed,
                     "batch_size": result.batch_size,
+                    **({"words": word_events(result.words)} if params.timestamps else {}),
                     **_notes(text, result.unsaid),
                 }
                 return

@@ -60,6 +60,11 @@ class GenerateRequest(msgspec.Struct, kw_only=True):
     ] = "wav"
     sample_rate: SampleRate | None = None
     text_format: TextFormat = "markdown"
+    #: ``word``: the answer is JSON, the audio base64-encoded beside each word's start and end (not streamed).
+    timestamps: Annotated[
+        Literal["none", "word"],
+        msgspec.Meta(description="word: answer JSON with the audio (base64) and each word's start and end"),
+    ] = "none"
 
 
 class Health(msgspec.Struct, omit_defaults=True):

@@ -18,8 +18,8 @@ from litestar import Request, Response
 from litestar.response import Stream
 
 from inference.audio.formats import FORMATS, StreamEncoder, encode_audio, media_type
-from inference.backends.base import SynthesisParams
-from inference.speech import SpeechPipeline
+from inference.backends.base import ModelInfo, SynthesisParams
+from inference.speech import SpeechPipeline, WordTime
 from inference.text import speakable_markdown
 from inference.text.ssml import SsmlError, SsmlText, looks_like_ssml, parse_ssml
 from service.errors import ClientDisconnectedError, ServiceUnavailableError, UnprocessableError
@@ -27,8 +27,9 @@ from service.schemas import GenerateRequest
 from service.state import Phase, ServiceState
 
 __all__ = [
-    "audio_response", "check_format", "clean_text", "clean_text_off_loop", "generate_params", "pipeline_for_language",
-    "plain_text", "ready_pipeline", "served_language",
+    "audio_response", "check_format", "check_generate_timestamps", "check_timestamps", "clean_text",
+    "clean_text_off_loop", "generate_params", "pipeline_for_language", "plain_text", "ready_pipeline",
+    "served_language", "word_events",
 ]  # fmt: skip
 
 _EMPTY = np.zeros(0, dtype=np.float32)
@@ -61,13 +62,15 @@ def pipeline_for_language(chorus: ServiceState, language: str) -> SpeechPipeline
 
 
 def generate_params(data: GenerateRequest) -> SynthesisParams:
-    """The synthesis parameters of a ``/generate`` body (or a queue job): a random seed unless one is given."""
+    """The synthesis parameters of a ``/generate`` body (or a queue job): a random seed unless one is given.
+    Check ``timestamps`` against the model first (``check_generate_timestamps``)."""
     return SynthesisParams(
         temperature=data.temperature,
         speed=data.speed,
         seed=data.seed if data.seed is not None else secrets.randbits(63),
         voice=data.voice or data.speaker,
         seeded=data.seed is not None,
+        timestamps=data.timestamps == "word",
     )
 
 
@@ -129,6 +132,35 @@ def served_language(requested: str, served: tuple[str, ...]) -> bool:
     wanted = requested.strip().lower().replace("_", "-")
     options = {code.lower().replace("_", "-") for code in served}
     return wanted in options or wanted.split("-")[0] in options
+
+
+def check_timestamps(info: ModelInfo, timestamps: str) -> bool:
+    """Whether word timestamps were asked for (``"word"``), or a 422 when the model cannot time words."""
+    if timestamps == "none":
+        return False
+    if not info.word_timestamps:
+        raise UnprocessableError(
+            f"timestamps: the {info.family} model {info.name!r} cannot time words (VITS and Piper voices can); "
+            'send "none"'
+        )
+    return True
+
+
+def check_generate_timestamps(info: ModelInfo, data: GenerateRequest) -> None:
+    """A ``/generate`` body (or queue job) asks for timestamps the model can give, and not with a stream."""
+    if check_timestamps(info, data.timestamps) and data.stream:
+        raise UnprocessableError(
+            'timestamps: "word" answers JSON with the whole audio, so not with "stream": true; for streamed audio '
+            "with word times use /v1/audio/speech with stream_format sse, or the live WebSocket"
+        )
+
+
+def word_events(words: tuple[WordTime, ...], offset_s: float = 0.0) -> list[dict[str, Any]]:
+    """Words as they go out in JSON: ``{"word", "start_s", "end_s"}``, ``offset_s`` later."""
+    return [
+        {"word": w.word, "start_s": round(w.start_s + offset_s, 3), "end_s": round(w.end_s + offset_s, 3)}
+        for w in words
+    ]
 
 
 def check_format(fmt: str) -> str:
@@ -197,6 +229,18 @@ async def audio_response(
             body, rate = encode_audio(result.chunks, fmt, source_rate)
         else:
             body, rate = await anyio.to_thread.run_sync(encode_audio, result.chunks, fmt, source_rate, sample_rate_hz)
+        media = media_type(fmt)
+        if params.timestamps:  # the audio and its words' times in one JSON body (a queue job's output shape)
+            timed = {
+                "audio": base64.b64encode(body).decode("ascii"),
+                "format": fmt,
+                "sample_rate": rate,
+                "duration_s": round(result.samples / source_rate, 3),
+                "seed": params.seed,
+                "batch_size": result.batch_size,
+                "words": word_events(result.words),
+            }
+            body, media = json.dumps(timed).encode(), "application/json"
         headers = {
             "X-Batch-Size": str(result.batch_size),
             "X-Queue-Time-Ms": f"{result.queue_s * 1000:.1f}",
@@ -207,37 +251,49 @@ async def audio_response(
             **_unsaid_header(result.unsaid),
             **notes,
         }
-        return Response(body, media_type=media_type(fmt), headers=headers)
+        return Response(body, media_type=media, headers=headers)
 
     pipeline.batcher.check_admission()  # under overload, refuse before any work on the text
     unsaid = await anyio.to_thread.run_sync(pipeline.unsayable, plain)
     chunks = await pipeline.open_stream(text, params, language)  # overload and bad text refused here
     encoder = StreamEncoder(fmt, source_rate, sample_rate_hz)
 
-    async def audio() -> AsyncIterator[bytes]:
+    async def pieces() -> AsyncIterator[tuple[bytes, list[dict[str, Any]]]]:
+        """The stream's bytes as they are encoded, each with the words (timed in the whole stream) of the
+        chunk it came from."""
         head = encoder.encode(_EMPTY)  # the WAV header goes out at once
         if head:
-            yield head
+            yield head, []
         samples = 0
         async for done in chunks:
-            samples += len(done.value.audio)
+            chunk = done.value
+            words = word_events(chunk.words, samples / source_rate) if chunk.words else []
+            samples += len(chunk.audio)
             facts["audio_s"] = round(samples / source_rate, 3)
             facts["batch_size"] = max(facts.get("batch_size", 0), done.batch_size)
-            data = encoder.encode(done.value.audio)
-            if data:
-                yield data
+            data = encoder.encode(chunk.audio)
+            if data or words:
+                yield data, words
         tail = encoder.finish()
         if tail:
-            yield tail
+            yield tail, []
+
+    async def audio() -> AsyncIterator[bytes]:
+        async for data, _ in pieces():
+            if data:
+                yield data
 
     headers = {"X-Seed": str(params.seed), "X-Sample-Rate": str(encoder.rate_hz), **_unsaid_header(unsaid), **notes}
     if not sse:
         return Stream(audio(), media_type=media_type(fmt), headers=headers)
 
     async def events() -> AsyncIterator[bytes]:
-        async for data in audio():
-            event = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")}
-            yield f"data: {json.dumps(event)}\n\n".encode()
+        async for data, words in pieces():
+            if words:  # a Chorus extension, asked for with timestamps: the words of the audio that follows
+                yield f"data: {json.dumps({'type': 'speech.audio.words', 'words': words})}\n\n".encode()
+            if data:
+                event = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")}
+                yield f"data: {json.dumps(event)}\n\n".encode()
         usage = {"input_tokens": len(plain), "output_tokens": 0, "total_tokens": len(plain)}
         # A Chorus extension (clients ignore unknown keys): what a stream's headers could not say yet.
         summary = {

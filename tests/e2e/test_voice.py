@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
 import subprocess
 import sys
 import urllib.request
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -253,6 +255,39 @@ def test_the_default_voice_over_http_is_intelligible_and_noise_is_not(voice_serv
     noise = np.random.default_rng(0).uniform(-0.5, 0.5, 22050 * 3).astype(np.float32)
     noise_heard = [transcribe(whisper, wav_bytes(noise, 22050)) for _ in SENTENCES]
     assert word_error_rate(SENTENCES, noise_heard) > 0.10
+
+
+def test_word_timestamps_agree_with_where_a_recognizer_hears_the_words(voice_server: Server, whisper: Any) -> None:
+    """Each word's start as Chorus times it (from the model's token durations) against Whisper's word
+    timestamps: closer than spreading the words evenly over the sentence's speech, which is what a server
+    without durations can do."""
+    from benchmarks.word_timing import matched_errors, speech_bounds, spread_evenly
+
+    ours: list[tuple[float, float]] = []
+    even: list[tuple[float, float]] = []
+    for text in SENTENCES:
+        request = urllib.request.Request(
+            voice_server.url + "/generate",
+            data=json.dumps({"text": text, "seed": 7, "timestamps": "word"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            body = json.loads(response.read())
+        wav = base64.b64decode(body["audio"])
+        with wave.open(io.BytesIO(wav)) as reader:
+            audio = np.frombuffer(reader.readframes(reader.getnframes()), dtype=np.int16).astype(np.float32) / 32768
+        segments, _ = whisper.transcribe(io.BytesIO(wav), language="en", beam_size=1, word_timestamps=True)
+        heard = [(w.word.strip(), w.start, w.end) for s in segments for w in s.words or ()]
+        assert [w["word"] for w in body["words"]] == text.split()
+        ours += matched_errors([(w["word"], w["start_s"], w["end_s"]) for w in body["words"]], heard)
+        spread = spread_evenly(text.split(), *speech_bounds(audio, body["sample_rate"]))
+        even += matched_errors([(w, s, e) for w, (s, e) in zip(text.split(), spread, strict=True)], heard)
+    assert len(ours) >= 40  # nearly every word was heard and compared
+    ours_start = float(np.median([e[0] for e in ours]))
+    even_start = float(np.median([e[0] for e in even]))
+    assert ours_start <= 100, f"median |start - Whisper's| {ours_start:.0f} ms"
+    assert ours_start < even_start
+    assert float(np.percentile([e[0] for e in ours], 90)) < float(np.percentile([e[0] for e in even], 90))
 
 
 def test_markdown_is_read_as_words_not_symbols(voice_server: Server, whisper: Any) -> None:
