@@ -35,16 +35,23 @@ async def require_api_key(connection: ASGIConnection, handler: BaseRouteHandler)
         raise NotAuthorizedException(problem)
 
 
-def api_key_problem(connection: ASGIConnection, *, bearer: bool) -> str | None:  # type: ignore[type-arg]
+def api_key_problem(
+    connection: ASGIConnection,  # type: ignore[type-arg]
+    *,
+    bearer: bool,
+    others: tuple[str, ...] = (),
+    where: str = "",
+) -> str | None:
     """Why the connection's key is refused, or None when it is accepted (or no key is configured).
 
     ``bearer``: OpenAI clients send the key as a bearer token. Behind RunPod that header carries RunPod's
-    own key, so X-API-Key must keep working: either one suffices.
+    own key, so X-API-Key must keep working: either one suffices. ``others``: keys the client gave some
+    other way (ElevenLabs clients: ``xi-api-key``), named by ``where`` when none is given.
     """
     keys: tuple[str, ...] = connection.app.state.chorus.settings.api_keys
     if not keys:
         return None
-    candidates = []
+    candidates = [key for key in others if key]
     if (api_key := connection.headers.get(API_KEY_HEADER)) is not None:
         candidates.append(api_key)
     if bearer:
@@ -52,7 +59,7 @@ def api_key_problem(connection: ASGIConnection, *, bearer: bool) -> str | None: 
         if scheme.lower() == "bearer" and token.strip():
             candidates.append(token.strip())
     if not candidates:
-        where = "X-API-Key or Authorization: Bearer" if bearer else "the X-API-Key header"
+        where = where or ("X-API-Key or Authorization: Bearer" if bearer else "the X-API-Key header")
         return f"an API key is required: send it in {where}"
     if not any(key_matches(candidate, keys) for candidate in candidates):
         return "the API key is not valid"

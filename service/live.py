@@ -41,7 +41,7 @@ from litestar.exceptions import HTTPException, WebSocketDisconnect
 from inference.audio.formats import StreamEncoder
 from inference.backends.base import SynthesisParams
 from inference.errors import InferenceError, QueueFullError
-from inference.speech import LiveSpeech, SpeechPipeline
+from inference.speech import LiveSpeech, SpeechPipeline, Spoken
 from inference.text.segment import SentenceBuffer
 from service.auth import api_key_problem
 from service.errors import inference_status
@@ -358,14 +358,18 @@ class _Session:
             self.live.mark(_Flushed())
         elif message.type == "clear":
             async with self.send_lock:
-                self.buffer.clear()
-                self.live.clear()
-                self.listener.cleared(time.monotonic())
+                self.drop_unsent()
                 await self._send_json({"type": "cleared"})
         elif message.type == "close":
             await self._finish()
             return False
         return True
+
+    def drop_unsent(self) -> None:
+        """Drop everything not yet sent, text and audio (the caller interrupted)."""
+        self.buffer.clear()
+        self.live.clear()
+        self.listener.cleared(time.monotonic())
 
     async def _receive(self) -> ClientMessage | None:
         """The next well-formed message; a malformed one is answered with an error and skipped."""
@@ -424,7 +428,7 @@ class _Session:
                     if spoken.generation != self.live.generation:
                         continue  # cleared after it was made
                     if isinstance(spoken.tag, _Flushed):
-                        await self._send_json({"type": "flushed", "audio_seconds": self._seconds()})
+                        await self._flushed()
                         continue
                     if not len(spoken.audio):
                         if isinstance(spoken.tag, _Said):  # nothing to say in it after all
@@ -434,23 +438,35 @@ class _Session:
                     said = spoken.tag
                     assert isinstance(said, _Said)  # every sentence is given with one (_say)
                     self._sent(said, len(spoken.audio))
-                    event = {"type": "sentence", "index": self.sentences - 1, "text": said.text, "start_s": start,
-                             "duration_s": round(len(spoken.audio) / self.source_rate, 3),
-                             "batch_size": spoken.batch_size}  # fmt: skip
-                    if said.unsaid:
-                        event["unsaid"] = said.unsaid  # left out, as X-Unsaid-Characters reports them
-                    if said.continues:
-                        event["continues"] = True  # a clause: the next event's text goes on with its sentence
-                    if self.params.timestamps:
-                        event["words"] = word_events(spoken.words, start)
-                    await self._send_json(event)
-                    await self._send_audio(self.encoder.encode(spoken.audio))
+                    await self._sentence(said, spoken, start)
                     facts["batch_size"] = max(facts.get("batch_size", 0), spoken.batch_size)
         except InferenceError as exc:
             status = inference_status(exc)
             detail = "synthesis failed" if status == 500 else str(exc)
             raise _Refused(status, detail, _TRY_LATER if status == 503 else _INTERNAL) from None
         await self._send_audio(self.encoder.finish())
+        await self._done()
+
+    # What goes out, in this protocol's messages (``service.elevenlabs`` speaks another).
+
+    async def _sentence(self, said: _Said, spoken: Spoken, start: float) -> None:
+        """A sentence's event, then its audio as binary frames."""
+        event = {"type": "sentence", "index": self.sentences - 1, "text": said.text, "start_s": start,
+                 "duration_s": round(len(spoken.audio) / self.source_rate, 3),
+                 "batch_size": spoken.batch_size}  # fmt: skip
+        if said.unsaid:
+            event["unsaid"] = said.unsaid  # left out, as X-Unsaid-Characters reports them
+        if said.continues:
+            event["continues"] = True  # a clause: the next event's text goes on with its sentence
+        if self.params.timestamps:
+            event["words"] = word_events(spoken.words, start)
+        await self._send_json(event)
+        await self._send_audio(self.encoder.encode(spoken.audio))
+
+    async def _flushed(self) -> None:
+        await self._send_json({"type": "flushed", "audio_seconds": self._seconds()})
+
+    async def _done(self) -> None:
         summary = {"type": "done", "audio_seconds": self._seconds(), "sentences": self.sentences,
                    "seed": self.params.seed, "sample_rate": self.encoder.rate_hz}  # fmt: skip
         await self._send_json(summary)

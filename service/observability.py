@@ -113,6 +113,8 @@ def route_label(path: str, health_paths: tuple[str, ...]) -> str:
         return "/ping"  # HEALTH_CHECK_PATH: the same health check, counted and left out of the log alike
     if path.startswith("/v1/models/"):
         return "/v1/models/{model}"
+    if path.startswith("/v1/text-to-speech/") and path.endswith(("/stream-input", "/multi-stream-input")):
+        return "/v1/text-to-speech/{voice_id}/" + path.rsplit("/", 1)[1]
     if path == "/schema" or path.startswith("/schema/"):
         return "/schema"
     return "other"

@@ -23,6 +23,7 @@ from litestar.exceptions import HTTPException
 from inference.backends.base import ModelInfo, SynthesisParams
 from inference.errors import InferenceError, QueueFullError
 from inference.speech import SpeechPipeline
+from service.elevenlabs import elevenlabs_multi_stream_input, elevenlabs_stream_input
 from service.errors import client_error, inference_status, request_id
 from service.live import speech_stream_input
 from service.schemas import OpenAIErrorBody, TextFormat, audio_spec, error_specs
@@ -257,7 +258,15 @@ async def list_voices(chorus: ServiceState, model: str | None = None) -> dict[st
 
 openai_router = Router(
     path="/v1",
-    route_handlers=[create_speech, list_models, retrieve_model, list_voices, speech_stream_input],
+    route_handlers=[
+        create_speech,
+        list_models,
+        retrieve_model,
+        list_voices,
+        speech_stream_input,
+        elevenlabs_stream_input,
+        elevenlabs_multi_stream_input,
+    ],
     opt={"bearer": True},
     exception_handlers={
         HTTPException: _http_error,

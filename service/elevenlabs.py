@@ -1,0 +1,447 @@
+"""ElevenLabs' text-in WebSockets, spoken by Chorus: voice-agent frameworks built on them point here unchanged.
+
+Pipecat's ``ElevenLabsTTSService`` (its ``url``) and other ElevenLabs clients stream a language model's text
+over ``/v1/text-to-speech/{voice_id}/stream-input`` (one stream a socket) or ``/multi-stream-input``
+(several contexts a socket, one per turn). Both run on Chorus's live sessions (``service.live``): the same
+sentence buffer, need-first batching, ``auto`` chunking, settling and lateness count; only the messages
+differ:
+
+* the query string: ``model_id`` (a served model's name; others mean the default model), ``output_format``
+  (``pcm_<rate>``, ``mp3_<rate>_<kbps>``, ``opus_48000_<kbps>``, ``ulaw_8000``, ``alaw_8000``; ElevenLabs'
+  default ``mp3_44100_128``), ``inactivity_timeout`` (seconds, 1-180, default 20), ``seed``; the rest
+  (``auto_mode``, ``sync_alignment``, ``language_code``, ...) is accepted and has no effect;
+* the key: ``xi-api-key`` header, ``authorization`` query, or (as ElevenLabs allows) ``xi_api_key`` /
+  ``xi-api-key`` / ``authorization`` in the first message; Chorus's own ``X-API-Key`` and bearer work too;
+* client messages: ``{"text": " ", "voice_settings": {"speed": 1.1}}`` opens (a context), ``{"text":
+  "Hello "}`` adds text, ``"flush": true`` says what waits, ``{"text": ""}`` ends the stream (multi: keeps
+  a context alive), ``{"context_id", "close_context": true}`` ends a context (what was flushed is still
+  said; without a flush since its last text, the caller interrupted: what is not yet sent is dropped),
+  ``{"close_socket": true}`` ends them all;
+* server messages: ``{"audio": base64, "alignment": {"chars", "charStartTimesMs", "charDurationsMs"},
+  "normalizedAlignment": ...}`` per sentence (times in ms from the start of that message's audio, each
+  word's characters spread over its time, the last character a space that lasts to the audio's end), then
+  ``{"isFinal": true}``; on the multi socket each with ``contextId``. An error is ``{"error", "message",
+  "code"}`` before the socket closes (1008 for a refused key or setting, 1013 for overload).
+
+``voice_id`` is a voice of the model when it has one by that name; any other id (ElevenLabs' are random
+strings) means the default voice, so that a client configured for ElevenLabs works unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import re
+import secrets
+import time
+from dataclasses import replace
+from typing import Annotated, Any
+
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.exceptions import HTTPException
+
+from inference.backends.base import SynthesisParams
+from inference.speech import SpeechPipeline, Spoken, WordTime
+from service.auth import api_key_problem
+from service.live import _POLICY, _TRY_LATER, ClientMessage, LiveConfig, _Refused, _Said, _Session
+from service.schemas import Seed
+from service.state import Phase, ServiceState
+from service.synthesis import ready_pipeline
+
+__all__ = ["elevenlabs_multi_stream_input", "elevenlabs_stream_input", "output_format"]
+
+log = logging.getLogger("chorus")
+
+_FORMATS = {"pcm": "pcm", "mp3": "mp3", "opus": "opus", "ulaw": "mulaw", "alaw": "alaw"}
+_OUTPUT_FORMAT = re.compile(r"(pcm|mp3|opus|ulaw|alaw)_(\d{4,5})(?:_\d{1,3})?")
+_DEFAULT_CONTEXT = ""
+_NORMAL, _RESTART = 1000, 1012
+
+
+class ElevenLabsQuery(msgspec.Struct, kw_only=True):
+    """The query string; parameters ElevenLabs has that Chorus does not use are ignored."""
+
+    model_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    output_format: Annotated[str, msgspec.Meta(max_length=40)] = "mp3_44100_128"
+    inactivity_timeout: Annotated[int, msgspec.Meta(ge=1, le=180)] = 20
+    seed: Seed | None = None
+    authorization: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+
+
+class VoiceSettings(msgspec.Struct, kw_only=True):
+    """``voice_settings``: Chorus uses ``speed``; stability, similarity and style have no VITS equivalent."""
+
+    speed: Annotated[float, msgspec.Meta(ge=0.25, le=4.0)] | None = None
+
+
+class Message(msgspec.Struct, kw_only=True):
+    """Every client message of both sockets, as one shape (all fields optional, unknown ones ignored)."""
+
+    text: str | None = None
+    context_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    flush: bool = False
+    close_context: bool = False
+    close_socket: bool = False
+    voice_settings: VoiceSettings | None = None
+    xi_api_key: str | None = None
+    xi_api_key_dashed: str | None = msgspec.field(default=None, name="xi-api-key")
+    authorization: str | None = None
+
+    def keys(self) -> tuple[str, ...]:
+        return tuple(_token(k) for k in (self.xi_api_key, self.xi_api_key_dashed, self.authorization) if k)
+
+
+def _token(value: str) -> str:
+    """A key as sent, without a ``Bearer`` scheme in front."""
+    scheme, _, rest = value.strip().partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" and rest.strip() else value.strip()
+
+
+def output_format(value: str) -> tuple[str, int | None]:
+    """``pcm_24000`` → (``pcm``, 24000): Chorus's format and sample rate, or ValueError naming the choices."""
+    match = _OUTPUT_FORMAT.fullmatch(value)
+    if match is None or not 8000 <= int(match.group(2)) <= 48000:
+        raise ValueError(
+            f"output_format {value!r} is not supported; use pcm_<rate> (8000-48000), mp3_<rate>_<kbps>, "
+            "opus_48000_<kbps>, ulaw_8000 or alaw_8000"
+        )
+    fmt = _FORMATS[match.group(1)]
+    return fmt, None if fmt in ("mulaw", "alaw") else int(match.group(2))
+
+
+def alignment(words: tuple[WordTime, ...], seconds: float) -> dict[str, list[Any]] | None:
+    """ElevenLabs' character alignment of one audio message: each word's characters share its time evenly,
+    the space after it lasts until the next word starts, and the last space until the audio ends (clients
+    such as Pipecat add up the last character's end to place the next message)."""
+    if not words:
+        return None
+    chars: list[str] = []
+    starts: list[int] = []
+    durations: list[int] = []
+    ends = [w.start_s for w in words[1:]] + [max(seconds, words[-1].end_s)]
+    for word, next_start in zip(words, ends, strict=True):
+        begin, end = round(word.start_s * 1000), round(word.end_s * 1000)
+        count = len(word.word)
+        for i, char in enumerate(word.word):
+            at = begin + (end - begin) * i // count
+            chars.append(char)
+            starts.append(at)
+            durations.append(begin + (end - begin) * (i + 1) // count - at)
+        chars.append(" ")
+        starts.append(end)
+        durations.append(max(0, round(next_start * 1000) - end))
+    return {"chars": chars, "charStartTimesMs": starts, "charDurationsMs": durations}
+
+
+@websocket("/text-to-speech/{voice_id:str}/stream-input", opt={"auth": False})
+async def elevenlabs_stream_input(socket: WebSocket[Any, Any, Any], chorus: ServiceState, voice_id: str) -> None:
+    """ElevenLabs' single-stream text-in WebSocket (see the module's docstring)."""
+    await _serve(socket, chorus, voice_id, multi=False)
+
+
+@websocket("/text-to-speech/{voice_id:str}/multi-stream-input", opt={"auth": False})
+async def elevenlabs_multi_stream_input(socket: WebSocket[Any, Any, Any], chorus: ServiceState, voice_id: str) -> None:
+    """ElevenLabs' multi-context text-in WebSocket (see the module's docstring)."""
+    await _serve(socket, chorus, voice_id, multi=True)
+
+
+async def _serve(socket: WebSocket[Any, Any, Any], chorus: ServiceState, voice_id: str, *, multi: bool) -> None:
+    await socket.accept()
+    facts: dict[str, Any] = socket.scope.setdefault("state", {}).setdefault("synthesis", {})
+    facts.update(stream=True, live=True, dialect="elevenlabs", text_chars=0, sentences=0, audio_s=0.0)
+    try:
+        connection = _open(socket, chorus, voice_id, multi)
+    except _Refused as refused:
+        await _end(socket, refused)
+        return
+    chorus.live_sessions += 1
+    try:
+        await connection.run(facts)
+    finally:
+        chorus.live_sessions -= 1
+
+
+def _open(socket: WebSocket[Any, Any, Any], chorus: ServiceState, voice_id: str, multi: bool) -> _Connection:
+    from service.openai_api import served_models  # (it imports this module's routes)
+
+    try:
+        query = msgspec.convert(dict(socket.query_params), ElevenLabsQuery, strict=False)
+        fmt, rate = output_format(query.output_format)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise _Refused(400, f"query string: {exc}", _POLICY) from None
+    try:
+        default = ready_pipeline(chorus)
+    except HTTPException as exc:  # loading, failed or draining: come back later
+        retry = int((exc.headers or {}).get("Retry-After", "5"))
+        raise _Refused(503, exc.detail, _TRY_LATER, retry_after_s=retry) from None
+    # ElevenLabs model ids (eleven_flash_v2_5, ...) mean the default model; a served model's name selects it.
+    pipeline = (
+        chorus.pipelines.get(query.model_id or "", default) if query.model_id in served_models(chorus) else default
+    )
+    info = pipeline.backend.info
+    params = SynthesisParams(
+        seed=query.seed if query.seed is not None else secrets.randbits(63),
+        voice=voice_id if voice_id in info.voices else None,
+        seeded=query.seed is not None,
+        timestamps=info.word_timestamps,
+    )
+    header_keys = tuple(k for k in (socket.headers.get("xi-api-key"), query.authorization) if k)
+    return _Connection(socket, chorus, pipeline, params, fmt, rate, query, multi, tuple(map(_token, header_keys)))
+
+
+class _Context(_Session):
+    """One ElevenLabs stream (a context of the multi socket): a live session whose messages are ElevenLabs'."""
+
+    def __init__(self, connection: _Connection, context_id: str | None, params: SynthesisParams) -> None:
+        config = LiveConfig(sample_rate=connection.rate, timestamps="word" if params.timestamps else "none")
+        super().__init__(connection.socket, connection.chorus, connection.pipeline, params, connection.fmt, config)
+        self.idle_timeout_s = float(connection.query.inactivity_timeout)
+        self.connection = connection
+        self.context_id = context_id
+        #: Whether a flush was asked since the last text: then ``close_context`` still says it all.
+        self.flushed = False
+
+    def _tagged(self, message: dict[str, Any]) -> dict[str, Any]:
+        return {**message, "contextId": self.context_id} if self.connection.multi else message
+
+    async def _sentence(self, said: _Said, spoken: Spoken, start: float) -> None:
+        data = self.encoder.encode(spoken.audio)
+        aligned = alignment(spoken.words, len(spoken.audio) / self.source_rate)
+        message = {
+            "audio": base64.b64encode(data).decode("ascii"),
+            "alignment": aligned,
+            "normalizedAlignment": aligned,
+        }
+        await self._send_json(self._tagged(message))
+
+    async def _send_audio(self, data: bytes) -> None:
+        if data:  # a codec's header or tail, outside any sentence
+            message = {"audio": base64.b64encode(data).decode("ascii"), "alignment": None, "normalizedAlignment": None}
+            await self._send_json(self._tagged(message))
+
+    async def _flushed(self) -> None:
+        return  # ElevenLabs does not acknowledge a flush
+
+    async def _done(self) -> None:
+        await self._send_json(self._tagged({"isFinal": True}))
+
+    async def _error(self, status: int, detail: str) -> None:
+        async with self.send_lock:
+            await self._send_json(self._tagged(_error_message(status, detail)))
+
+    async def run_context(self, facts: dict[str, Any]) -> None:
+        """Say what is given until the context ends (``end``) or fails; ``_done`` sends ``isFinal``."""
+        writer = asyncio.ensure_future(self._write(facts))
+        watcher = asyncio.ensure_future(self._watch())
+        try:
+            done, _ = await asyncio.wait((writer, watcher), return_when=asyncio.FIRST_COMPLETED)
+            if watcher in done:
+                watcher.result()  # an idle context raises; a drained one has been told to say the rest
+                await asyncio.wait((writer,))
+            writer.result()
+        finally:
+            for task in (writer, watcher):
+                task.cancel()
+            for task in (writer, watcher):
+                with contextlib.suppress(BaseException):
+                    await task
+            await self.live.aclose()
+
+    async def add(self, message: Message, facts: dict[str, Any]) -> None:
+        """Text, a flush, or both, as the native session takes them."""
+        async with self.turn_lock:
+            if self.ended:
+                return
+            text = message.text or ""
+            if text.strip():
+                self.flushed = False
+            if message.flush:
+                self.flushed = True
+            if text.strip() or not message.flush:
+                await self._handle(ClientMessage(type="speak", text=text, flush=message.flush), facts)
+            else:
+                await self._handle(ClientMessage(type="flush"), facts)
+
+    async def end(self, *, interrupted: bool) -> None:
+        """No more text: say what was given (its last words too), or with ``interrupted`` drop what is not
+        yet sent; then ``isFinal``."""
+        async with self.turn_lock:
+            if self.ended:
+                return
+            if interrupted:
+                async with self.send_lock:
+                    self.drop_unsent()
+                self.ended = True
+                self.live.end()
+            else:
+                await self._finish()
+
+
+class _Connection:
+    """One socket: its contexts (one on ``stream-input``), the reader that routes messages to them."""
+
+    def __init__(
+        self,
+        socket: WebSocket[Any, Any, Any],
+        chorus: ServiceState,
+        pipeline: SpeechPipeline,
+        params: SynthesisParams,
+        fmt: str,
+        rate: int | None,
+        query: ElevenLabsQuery,
+        multi: bool,
+        keys: tuple[str, ...],
+    ) -> None:
+        self.socket, self.chorus, self.pipeline, self.params = socket, chorus, pipeline, params
+        self.fmt, self.rate, self.query, self.multi = fmt, rate, query, multi
+        self.contexts: dict[str, _Context] = {}
+        self.tasks: set[asyncio.Future[None]] = set()
+        self.failure: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        self.closing = False
+        self.finished: list[_Context] = []
+        # A key in a header is checked at once; without one, the first message may carry it.
+        self.auth_problem = api_key_problem(socket, bearer=True, others=keys, where="the xi-api-key header")
+        if self.auth_problem is not None and keys:
+            raise _Refused(401, self.auth_problem, _POLICY)
+
+    async def run(self, facts: dict[str, Any]) -> None:
+        reader = asyncio.ensure_future(self._read(facts))
+        drain = asyncio.ensure_future(self._until_draining())
+        try:
+            done, _ = await asyncio.wait((reader, drain, self.failure), return_when=asyncio.FIRST_COMPLETED)
+            if self.failure.done():
+                raise self.failure.result()
+            if reader in done and reader.exception() is not None:
+                raise reader.exception()  # type: ignore[misc]
+            if reader in done and not self.closing:
+                return  # the client went away
+            # Closing (or drained: each context says what it was given): wait for every context to end.
+            self.closing = True
+            if self.tasks:
+                pending = asyncio.gather(*self.tasks)
+                await asyncio.wait((pending, self.failure), return_when=asyncio.FIRST_COMPLETED)
+                if self.failure.done():
+                    raise self.failure.result()
+            code = _RESTART if self.chorus.phase is Phase.DRAINING else _NORMAL
+            with contextlib.suppress(Exception):
+                await self.socket.close(code)
+        except _Refused as refused:
+            await _end(self.socket, refused)
+        except Exception as exc:
+            if not _gone(exc):
+                log.error("ElevenLabs session failed", exc_info=exc)
+                await _end(self.socket, _Refused(500, "internal error", 1011))
+        finally:
+            for task in (reader, drain, *self.tasks):
+                task.cancel()
+            for task in (reader, drain, *self.tasks):
+                with contextlib.suppress(BaseException):
+                    await task
+            for context in [*self.contexts.values(), *self.finished]:
+                await context.live.aclose()
+            everything = [*self.contexts.values(), *self.finished]
+            facts.update(
+                audio_s=round(sum(c.samples / c.source_rate for c in everything), 3),
+                sentences=sum(c.sentences for c in everything),
+                late_s=round(sum(c.late_s for c in everything), 3),
+                contexts=len(everything),
+            )
+
+    async def _until_draining(self) -> None:
+        # The phase is set by a signal handler and the lifespan, not through an event (as in service.live).
+        while self.chorus.phase is not Phase.DRAINING:  # noqa: ASYNC110
+            await asyncio.sleep(0.25)
+        self.closing = True
+
+    async def _read(self, facts: dict[str, Any]) -> None:
+        while True:
+            event = await self.socket.receive()
+            if event["type"] == "websocket.disconnect":
+                return
+            data = event.get("text") or event.get("bytes") or b""
+            assert isinstance(data, (str, bytes))
+            try:
+                message = msgspec.json.decode(data, type=Message)
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+                raise _Refused(400, f"message: {exc}", _POLICY) from None
+            if self.auth_problem is not None:
+                self.auth_problem = api_key_problem(
+                    self.socket, bearer=True, others=message.keys(), where="the xi-api-key header or first message"
+                )
+                if self.auth_problem is not None:
+                    raise _Refused(401, self.auth_problem, _POLICY)
+            if self.closing:
+                continue  # the socket is ending (or the server draining): nothing more is taken
+            if not await self._route(message, facts):
+                return
+
+    async def _route(self, message: Message, facts: dict[str, Any]) -> bool:
+        """Act on one message; False once the socket takes no more."""
+        key = (message.context_id or _DEFAULT_CONTEXT) if self.multi else _DEFAULT_CONTEXT
+        if message.close_socket:
+            for each in list(self.contexts.values()):
+                await each.end(interrupted=False)
+            self.closing = True
+            return False
+        current = self.contexts.get(key)
+        if message.close_context:
+            if current is not None:
+                await current.end(interrupted=not current.flushed)
+            return True
+        if message.text == "" and not message.flush:
+            if not self.multi:  # the end of the stream: say the rest, then isFinal and close
+                if current is not None:
+                    await current.end(interrupted=False)
+                self.closing = True
+                return False
+            alive: list[_Context | None] = list(self.contexts.values()) if message.context_id is None else [current]
+            for kept in alive:
+                if kept is not None:
+                    kept.last_activity = time.monotonic()  # a keep-alive
+            return True
+        if current is None:
+            current = self._start(key, message, facts)
+        await current.add(message, facts)
+        return True
+
+    def _start(self, key: str, message: Message, facts: dict[str, Any]) -> _Context:
+        params = self.params
+        if message.voice_settings is not None and message.voice_settings.speed is not None:
+            params = replace(params, speed=message.voice_settings.speed)
+        context = _Context(self, key if self.multi else None, params)
+        self.contexts[key] = context
+        task = asyncio.ensure_future(context.run_context(facts))
+        self.tasks.add(task)
+
+        def ended(done: asyncio.Future[None]) -> None:
+            self.tasks.discard(done)
+            if self.contexts.get(key) is context:
+                del self.contexts[key]  # the id may be used again for a new context
+            self.finished.append(context)
+            if not done.cancelled() and done.exception() is not None and not self.failure.done():
+                self.failure.set_result(done.exception())  # type: ignore[arg-type]
+
+        task.add_done_callback(ended)
+        return context
+
+
+def _error_message(status: int, detail: str) -> dict[str, Any]:
+    kinds = {400: "invalid_request", 401: "invalid_api_key", 408: "inactivity_timeout", 422: "invalid_text",
+             429: "rate_limited", 503: "unavailable"}  # fmt: skip
+    return {"error": kinds.get(status, "internal_error"), "message": detail, "code": status}
+
+
+def _gone(exc: BaseException) -> bool:
+    from litestar.exceptions import WebSocketDisconnect
+
+    return isinstance(exc, WebSocketDisconnect)
+
+
+async def _end(socket: WebSocket[Any, Any, Any], refused: _Refused) -> None:
+    """Say why the socket ends, then close it (a client already gone is fine)."""
+    with contextlib.suppress(Exception):
+        await socket.send_json({**_error_message(refused.status, refused.detail), **refused.extra})
+        await socket.close(refused.close_code, refused.detail[:120])
