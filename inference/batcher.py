@@ -22,9 +22,20 @@ from typing import Any, Generic, TypeVar
 
 from inference.errors import BatcherStoppedError, DeadlineExceededError, QueueFullError, SynthesisError
 
-__all__ = ["BatchGroup", "Completed", "MicroBatcher", "Pending"]
+__all__ = ["BatchGroup", "Completed", "MicroBatcher", "Pending", "row_abandoned"]
 
 log = logging.getLogger(__name__)
+
+#: The batch running on this thread (the batcher's worker), for ``row_abandoned``.
+_running = threading.local()
+
+
+def row_abandoned(row: int) -> bool:
+    """Whether nobody waits any more for row ``row`` of the batch this thread is running (its caller went
+    away, or a live session was cleared, after the batch started). A backend that works row by row may
+    skip such a row (any result will do: it is discarded). False outside a batch."""
+    batch: list[_Job[Any, Any]] | None = getattr(_running, "batch", None)
+    return batch is not None and 0 <= row < len(batch) and batch[row].abandoned
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -475,7 +486,11 @@ class MicroBatcher(Generic[T, R]):
         t0 = time.monotonic()
         try:
             assert self._run_batch is not None
-            results = self._run_batch([job.item for job in batch])
+            _running.batch = batch
+            try:
+                results = self._run_batch([job.item for job in batch])
+            finally:
+                _running.batch = None
             if len(results) != len(batch):
                 raise RuntimeError(f"backend returned {len(results)} results for {len(batch)} jobs")
         except Exception as exc:

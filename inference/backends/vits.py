@@ -31,6 +31,7 @@ from inference.backends.noise import seeded_normal
 from inference.backends.text import TextFrontend, load_frontend
 from inference.backends.vits_flow import flow_reverse
 from inference.backends.vits_text import VitsTextSide
+from inference.batcher import row_abandoned
 from inference.errors import ModelLoadError, UnknownVoiceError
 
 __all__ = ["ChorusVitsModel", "HifiGanResBlock2", "VitsBackend"]
@@ -349,6 +350,9 @@ class VitsBackend:
         # Each row is cut at its own length rounded up (fewer distinct shapes), its padding masked.
         results = []
         for row in range(batch):
+            if row_abandoned(row):  # its caller went away while the batch ran (a barge-in): skip its work
+                results.append(np.zeros(frames[row] * self.hop, dtype=np.float32))
+                continue
             width = self._bucket(frames[row])
             end = frames[row] if width > frames[row] else None  # the padded tail is zeroed (see hifigan)
             g = None if speaker_h is None else speaker_h[row : row + 1]

@@ -428,3 +428,34 @@ def test_a_start_abandoned_during_setup_ends_the_worker_quietly() -> None:
     assert not thread.is_alive()
     assert not batcher.accepting
     assert batcher.failure is None
+
+
+async def test_a_row_whose_caller_left_mid_batch_reads_as_abandoned() -> None:
+    """Backends that work row by row (VITS on CPU) skip such rows: a barge-in frees the model sooner."""
+    from inference.batcher import row_abandoned
+
+    seen: list[list[bool]] = []
+    inside, resume = threading.Event(), threading.Event()
+
+    def run(items: Sequence[Item]) -> list[str]:
+        inside.set()
+        resume.wait(10)
+        seen.append([row_abandoned(row) for row in range(len(items) + 1)])
+        return [item.text for item in items]
+
+    batcher: MicroBatcher[Item, str] = MicroBatcher(
+        run, max_batch_size=4, max_queue_size=8, max_batch_wait_s=0.05, length_of=lambda item: len(item.text)
+    )
+    batcher.start().result(timeout=10)
+    try:
+        kept = batcher.enqueue([Item("a")])  # both queued before the worker can look: one batch
+        left = asyncio.ensure_future(batcher.enqueue([Item("bb")]).wait())
+        await _wait_for(inside)
+        left.cancel()  # the caller goes away while its row is in the running batch
+        await asyncio.sleep(0.01)
+        resume.set()
+        assert [d.value for d in await kept.wait()] == ["a"]
+    finally:
+        batcher.stop()
+    assert seen == [[False, True, False]]  # (rows sorted by length: "a", then "bb"; past the end: False)
+    assert not row_abandoned(0)  # outside a batch

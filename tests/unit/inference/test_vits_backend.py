@@ -212,3 +212,45 @@ def test_half_precision_on_cpu_is_refused_with_the_reason(tiny_vits_dir: Path, m
     monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: False)
     with pytest.raises(ModelLoadError, match="AVX-512 BF16 or AMX"):
         load_backend(ModelSpec(model=str(tiny_vits_dir), device="cpu", dtype="bf16"))
+
+
+async def test_rows_whose_callers_left_mid_batch_are_not_decoded(
+    tiny_backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Row by row (the CPU default), a row nobody waits for any more costs no flow or vocoder pass."""
+    import asyncio
+    import threading
+
+    from inference import MicroBatcher
+    from inference.backends.base import Voiced, timed_synthesis
+
+    decoded: list[int] = []
+    decode = tiny_backend._decode
+    monkeypatch.setattr(tiny_backend, "_decode", lambda latents, *rest: decoded.append(1) or decode(latents, *rest))
+    inside, resume = threading.Event(), threading.Event()
+    run = timed_synthesis(tiny_backend)
+
+    def gated(jobs: Any) -> list[Voiced]:
+        inside.set()
+        assert resume.wait(10)
+        return run(jobs)
+
+    batcher: MicroBatcher[SynthesisJob, Voiced] = MicroBatcher(
+        gated, max_batch_size=4, max_queue_size=8, max_batch_wait_s=0.05, length_of=lambda job: job.length
+    )
+    batcher.start().result(timeout=10)
+    try:
+        [short, long] = jobs_for(tiny_backend, [TEXTS[0], TEXTS[1]])
+        kept = batcher.enqueue([short])
+        left = asyncio.ensure_future(batcher.enqueue([long]).wait())
+        assert await asyncio.to_thread(inside.wait, 10)
+        left.cancel()
+        await asyncio.sleep(0.01)
+        resume.set()
+        [done] = await kept.wait()
+    finally:
+        batcher.stop()
+    assert done.batch_size == 2
+    assert decoded == [1]  # only the row still wanted went through the vocoder
+    [alone] = tiny_backend.synthesize([short])
+    np.testing.assert_allclose(done.value.audio, alone, atol=FULL_SCALE_TOLERANCE)
