@@ -347,6 +347,38 @@ async def test_a_language_models_tokens_over_a_websocket_come_back_as_speech(
                            [heard]) <= 0.15, heard  # fmt: skip
 
 
+async def test_an_elevenlabs_client_gets_intelligible_speech_and_its_alignment(
+    voice_server: Server, whisper: Any
+) -> None:
+    """ElevenLabs' multi-context socket through granian, driven as Pipecat drives it: a context opened
+    with a space, whole sentences without trailing spaces, a flush, the context closed, the socket closed."""
+    import websockets
+
+    sentences = ["Sure!", "The meeting is at noon.", "Bring your notes, and we will review the plan together."]
+    base = voice_server.url.replace("http://", "ws://")
+    query = "model_id=eleven_flash_v2_5&output_format=pcm_16000"
+    url = f"{base}/v1/text-to-speech/21m00Tcm4TlvDq8ikWAM/multi-stream-input?{query}"
+    messages = []
+    async with websockets.connect(url, max_size=None) as ws:
+        await ws.send(json.dumps({"text": " ", "context_id": "turn", "voice_settings": {"stability": 0.5}}))
+        for sentence in sentences:
+            await ws.send(json.dumps({"text": sentence, "context_id": "turn"}))
+        await ws.send(json.dumps({"context_id": "turn", "flush": True}))
+        await ws.send(json.dumps({"context_id": "turn", "close_context": True}))
+        async for message in ws:
+            messages.append(json.loads(message))
+            if messages[-1].get("isFinal"):
+                await ws.send(json.dumps({"close_socket": True}))
+        assert ws.close_code == 1000
+    assert messages[-1] == {"isFinal": True, "contextId": "turn"}
+    audio = [m for m in messages if m.get("audio")]
+    pcm = np.frombuffer(b"".join(base64.b64decode(m["audio"]) for m in audio), dtype="<i2").astype(np.float32) / 32768
+    heard = transcribe(whisper, wav_bytes(pcm, 16000))
+    assert word_error_rate([" ".join(sentences)], [heard]) <= 0.15, heard
+    chars = "".join("".join(m["alignment"]["chars"]) for m in audio if m["alignment"])
+    assert chars.split() == " ".join(sentences).split()  # every word, in order, said where it is aligned
+
+
 def log_mel_db(audio: np.ndarray, rate: int) -> np.ndarray:
     from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
