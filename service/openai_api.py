@@ -253,6 +253,8 @@ async def list_voices(chorus: ServiceState, model: str | None = None) -> dict[st
             {"id": voice, "object": "voice", "default": voice == (info.default_voice or DEFAULT_VOICE)} for voice in own
         ],
         "aliases": {name: info.default_voice or DEFAULT_VOICE for name in (DEFAULT_VOICE, *OPENAI_VOICES)},
+        # A Chorus extension: whether this model can time words (timestamps: "word").
+        "word_timestamps": info.word_timestamps,
     }
 
 

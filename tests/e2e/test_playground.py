@@ -137,6 +137,12 @@ def test_speak_streams_plays_and_reports_what_the_api_returns(page: Any, keyed_s
     played_s = page.evaluate("document.getElementById('player').duration")
     assert abs(played_s - frames_s) <= 0.15
     assert int(text_of(page, "#fact-batch")) >= 1
+    # Captions: the sentence's words, each lit in turn as the audio reaches it (word timestamps).
+    assert text_of(page, "#captions") == SENTENCE
+    until(page, "document.querySelectorAll('#captions span.said').length >= 3")
+    starts = page.evaluate("[...document.querySelectorAll('#captions span')].map((s) => Number(s.dataset.start))")
+    assert starts == sorted(starts)
+    assert starts[-1] < frames_s
     assert text_of(page, "#fact-first-audio").endswith(" s")
     assert (
         float(text_of(page, "#fact-first-audio").removesuffix(" s"))

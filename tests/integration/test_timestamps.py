@@ -137,6 +137,9 @@ async def test_a_model_that_cannot_time_words_refuses_to_on_every_surface(
         english = await client.post("/generate", json={**german, "language": "en", "voice": None})
         assert english.status_code == 200  # the VITS model serving English can
         speecht5 = (await client.get("/v1/models")).json()["data"][1]["id"]
+        # The voice listing says which can (a Chorus extension; the playground lights captions with it).
+        assert (await client.get("/v1/audio/voices")).json()["word_timestamps"] is True
+        assert (await client.get("/v1/audio/voices", params={"model": speecht5})).json()["word_timestamps"] is False
         body = {"model": speecht5, "input": "Hallo.", "stream_format": "sse", "timestamps": "word"}
         openai = await client.post("/v1/audio/speech", json=body)
         assert openai.status_code == 422

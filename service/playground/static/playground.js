@@ -18,6 +18,7 @@
     controller: null,
     sink: null,
     history: [],
+    wordTimestamps: false,
   };
 
   // ---- small helpers ----------------------------------------------------------------------------
@@ -183,6 +184,9 @@
         queue.length = 0;
         player.pause();
       },
+      position() {
+        return player.currentTime;
+      },
     };
   }
 
@@ -195,6 +199,7 @@
     let carry = null;
     let next = 0;
     let first = true;
+    let startedAt = null;
     const play = (bytes) => {
       if (carry) {
         const joined = new Uint8Array(carry.length + bytes.length);
@@ -220,6 +225,7 @@
       next = at + audio.duration;
       if (first) {
         first = false;
+        startedAt = at;
         window.setTimeout(onFirstAudio, Math.max(0, (at - context.currentTime) * 1000));
       }
     };
@@ -247,6 +253,9 @@
       end() {
         return Promise.resolve();
       },
+      position() {
+        return startedAt === null ? -1 : context.currentTime - startedAt;
+      },
       stop() {
         sources.forEach((node) => {
           try {
@@ -270,7 +279,47 @@
       stop() {
         player.pause();
       },
+      position() {
+        return player.currentTime;
+      },
     };
+  }
+
+  // ---- captions: each word lit while it is said (word timestamps, when the model gives them) --------
+
+  function clearCaptions() {
+    $("captions").replaceChildren();
+    $("captions").hidden = true;
+  }
+
+  function addCaptions(words) {
+    const box = $("captions");
+    for (const word of words) {
+      const span = document.createElement("span");
+      span.textContent = word.word;
+      span.dataset.start = String(word.start_s);
+      span.dataset.end = String(word.end_s);
+      if (box.childNodes.length) box.append(" ");
+      box.append(span);
+    }
+    box.hidden = false;
+  }
+
+  // Follows the sink's playback clock until another clip replaces it.
+  function followCaptions(sink) {
+    const spans = () => $("captions").querySelectorAll("span");
+    const step = () => {
+      if (state.sink !== sink) return;
+      const at = sink.position();
+      for (const span of spans()) {
+        const start = Number(span.dataset.start);
+        const end = Number(span.dataset.end);
+        span.classList.toggle("said", at >= end);
+        span.classList.toggle("current", at >= start && at < end);
+      }
+      window.requestAnimationFrame(step);
+    };
+    window.requestAnimationFrame(step);
   }
 
   // ---- models, voices and the key -------------------------------------------------------------
@@ -326,6 +375,7 @@
     const model = $("model").value;
     const voices = await getJson(`/v1/audio/voices?model=${encodeURIComponent(model)}`);
     const names = voices.data.map((voice) => voice.id);
+    state.wordTimestamps = voices.word_timestamps === true; // a Chorus extension of the listing
     const chosen = voices.data.find((voice) => voice.default);
     fillSelect($("voice"), names, chosen ? chosen.id : names[0]);
     return names;
@@ -475,6 +525,7 @@
     }
     stopPlayback();
     resetFacts();
+    clearCaptions();
     const body = requestBody();
     const format = body.response_format;
     const player = $("player");
@@ -495,6 +546,7 @@
     const sink = makeSink(format, player, onFirstAudio);
     state.controller = controller;
     state.sink = sink;
+    followCaptions(sink);
     $("speak").disabled = true;
     $("stop").disabled = false;
     setStatus("Synthesizing…");
@@ -504,7 +556,8 @@
       const response = await fetch("/v1/audio/speech", {
         method: "POST",
         headers: authHeaders({ "Content-Type": "application/json" }),
-        body: jsonWithSeed({ ...body, stream_format: "sse" }, seed),
+        // Word timestamps only light the captions: the snippets below leave them out.
+        body: jsonWithSeed({ ...body, stream_format: "sse", ...(state.wordTimestamps ? { timestamps: "word" } : {}) }, seed),
         signal: controller.signal,
       });
       if (!response.ok) throw await apiError(response);
@@ -517,6 +570,8 @@
           const bytes = base64Bytes(message.audio);
           parts.push(bytes);
           sink.push(bytes);
+        } else if (message.type === "speech.audio.words") {
+          addCaptions(message.words);
         } else if (message.type === "speech.audio.done") {
           summary = message.chorus || {};
         }
