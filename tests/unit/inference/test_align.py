@@ -158,3 +158,25 @@ async def test_a_requests_words_are_timed_across_its_sentences(tiny_backend: Any
     words = [(w, first_len if i else 0.0) for i, chunk in enumerate(streamed) for w in chunk.words]
     assert [w.word for w, _ in words] == text.split()
     assert [w.start_s + shift for w, shift in words] == pytest.approx(starts, abs=0.002)
+
+
+async def test_an_ssml_break_moves_the_words_after_it(tiny_backend: Any) -> None:
+    from inference.text.ssml import parse_ssml
+
+    batcher: MicroBatcher[SynthesisJob, Voiced] = MicroBatcher(
+        timed_synthesis(tiny_backend), max_batch_size=8, max_queue_size=64, length_of=lambda job: job.length
+    )
+    batcher.start().result(timeout=10)
+    try:
+        pipeline = SpeechPipeline(tiny_backend, batcher)
+        params = SynthesisParams(temperature=0.0, seed=1, timestamps=True)
+        plain = await pipeline.synthesize("Hello there. Good morning.", params, "en")
+        paused = await pipeline.synthesize(
+            parse_ssml('<speak>Hello there. <break time="700ms"/>Good morning.</speak>'), params, "en"
+        )
+    finally:
+        batcher.stop()
+    assert [w.word for w in paused.words] == ["Hello", "there.", "Good", "morning."]
+    shift = [round(b.start_s - a.start_s, 3) for a, b in zip(plain.words, paused.words, strict=True)]
+    assert shift[:2] == [0.0, 0.0]
+    assert shift[2:] == pytest.approx([0.7, 0.7], abs=0.002)  # the words after the break come 0.7 s later
