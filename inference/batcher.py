@@ -37,6 +37,7 @@ def row_abandoned(row: int) -> bool:
     batch: list[_Job[Any, Any]] | None = getattr(_running, "batch", None)
     return batch is not None and 0 <= row < len(batch) and batch[row].abandoned
 
+
 T = TypeVar("T")
 R = TypeVar("R")
 

@@ -30,7 +30,11 @@ async def require_api_key(connection: ASGIConnection, handler: BaseRouteHandler)
     """
     if not handler.opt.get("auth", True):
         return
-    problem = api_key_problem(connection, bearer=handler.opt.get("bearer", False))
+    # ElevenLabs-compatible routes also take the key the way ElevenLabs clients send it.
+    xi = bool(handler.opt.get("xi_api_key"))
+    others = (connection.headers.get("xi-api-key") or "",) if xi else ()
+    where = "xi-api-key, X-API-Key or Authorization: Bearer" if xi else ""
+    problem = api_key_problem(connection, bearer=handler.opt.get("bearer", False), others=others, where=where)
     if problem is not None:
         raise NotAuthorizedException(problem)
 

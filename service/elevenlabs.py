@@ -1,4 +1,8 @@
-"""ElevenLabs' text-in WebSockets, spoken by Chorus: voice-agent frameworks built on them point here unchanged.
+"""ElevenLabs' API, spoken by Chorus: clients and voice-agent frameworks built on it point here unchanged.
+
+Over HTTP, ``POST /v1/text-to-speech/{voice_id}`` (the whole audio), ``/stream`` (as each sentence is made),
+``/with-timestamps`` and ``/stream/with-timestamps`` (with ElevenLabs' character alignment; one JSON object
+a line): a JSON body ``{"text", "model_id", "voice_settings", "seed"}``, ``output_format`` in the query.
 
 Pipecat's ``ElevenLabsTTSService`` (its ``url``) and other ElevenLabs clients stream a language model's text
 over ``/v1/text-to-speech/{voice_id}/stream-input`` (one stream a socket) or ``/multi-stream-input``
@@ -39,19 +43,24 @@ import time
 from dataclasses import replace
 from typing import Annotated, Any
 
+import anyio
 import msgspec
-from litestar import WebSocket, websocket
+from litestar import Request, Response, WebSocket, post, websocket
 from litestar.exceptions import HTTPException
+from litestar.response import Stream
 
+from inference.audio.formats import StreamEncoder, encode_audio
 from inference.backends.base import SynthesisParams
 from inference.speech import SpeechPipeline, Spoken, WordTime
 from service.auth import api_key_problem
 from service.live import _POLICY, _TRY_LATER, ClientMessage, LiveConfig, _Refused, _Said, _Session
-from service.schemas import Seed
+from service.schemas import OpenAIErrorBody, Seed, audio_spec, error_specs
 from service.state import Phase, ServiceState
-from service.synthesis import ready_pipeline
+from service.synthesis import audio_response, clean_text_off_loop, ready_pipeline, unless_disconnected
 
-__all__ = ["elevenlabs_multi_stream_input", "elevenlabs_stream_input", "output_format"]
+__all__ = [
+    "ELEVENLABS_HTTP_ROUTES", "elevenlabs_multi_stream_input", "elevenlabs_stream_input", "output_format",
+]  # fmt: skip
 
 log = logging.getLogger("chorus")
 
@@ -112,28 +121,220 @@ def output_format(value: str) -> tuple[str, int | None]:
     return fmt, None if fmt in ("mulaw", "alaw") else int(match.group(2))
 
 
+def char_times(words: tuple[WordTime, ...], seconds: float) -> tuple[list[str], list[float], list[float]]:
+    """ElevenLabs' character alignment of ``words``: each word's characters share its time evenly, the space
+    after it lasts until the next word starts, and the last space until ``seconds`` (the audio's end:
+    clients such as Pipecat add up the last character's end to place what follows)."""
+    chars: list[str] = []
+    starts: list[float] = []
+    ends: list[float] = []
+    nexts = [w.start_s for w in words[1:]] + [max(seconds, words[-1].end_s if words else 0.0)]
+    for word, next_start in zip(words, nexts, strict=True):
+        count = len(word.word)
+        span = word.end_s - word.start_s
+        for i, char in enumerate(word.word):
+            chars.append(char)
+            starts.append(word.start_s + span * i / count)
+            ends.append(word.start_s + span * (i + 1) / count)
+        chars.append(" ")
+        starts.append(word.end_s)
+        ends.append(max(word.end_s, next_start))
+    return chars, starts, ends
+
+
 def alignment(words: tuple[WordTime, ...], seconds: float) -> dict[str, list[Any]] | None:
-    """ElevenLabs' character alignment of one audio message: each word's characters share its time evenly,
-    the space after it lasts until the next word starts, and the last space until the audio ends (clients
-    such as Pipecat add up the last character's end to place the next message)."""
+    """The WebSocket alignment of one audio message (integer ms from its start), or None without words."""
     if not words:
         return None
-    chars: list[str] = []
-    starts: list[int] = []
-    durations: list[int] = []
-    ends = [w.start_s for w in words[1:]] + [max(seconds, words[-1].end_s)]
-    for word, next_start in zip(words, ends, strict=True):
-        begin, end = round(word.start_s * 1000), round(word.end_s * 1000)
-        count = len(word.word)
-        for i, char in enumerate(word.word):
-            at = begin + (end - begin) * i // count
-            chars.append(char)
-            starts.append(at)
-            durations.append(begin + (end - begin) * (i + 1) // count - at)
-        chars.append(" ")
-        starts.append(end)
-        durations.append(max(0, round(next_start * 1000) - end))
-    return {"chars": chars, "charStartTimesMs": starts, "charDurationsMs": durations}
+    chars, starts, ends = char_times(words, seconds)
+    start_ms = [round(t * 1000) for t in starts]
+    durations = [max(0, round(e * 1000) - b) for b, e in zip(start_ms, ends, strict=True)]
+    return {"chars": chars, "charStartTimesMs": start_ms, "charDurationsMs": durations}
+
+
+def http_alignment(words: tuple[WordTime, ...], seconds: float, offset_s: float = 0.0) -> dict[str, list[Any]] | None:
+    """The HTTP alignment (seconds, ``offset_s`` later: in the whole request's audio), or None without words."""
+    if not words:
+        return None
+    chars, starts, ends = char_times(words, seconds)
+    return {
+        "characters": chars,
+        "character_start_times_seconds": [round(t + offset_s, 3) for t in starts],
+        "character_end_times_seconds": [round(t + offset_s, 3) for t in ends],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- HTTP
+
+
+class SpeechBody(msgspec.Struct, kw_only=True):
+    """ElevenLabs' text-to-speech body; its other fields (``previous_text``, ``language_code``,
+    ``apply_text_normalization``, pronunciation dictionaries) are accepted and have no effect."""
+
+    text: Annotated[str, msgspec.Meta(max_length=100_000, description="What to say.")]
+    model_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    voice_settings: VoiceSettings | None = None
+    seed: Seed | None = None
+
+
+def _chosen(chorus: ServiceState, model_id: str | None) -> SpeechPipeline:
+    """A served model's name selects it; anything else (ElevenLabs' own ids) means the default model."""
+    from service.openai_api import served_models  # (it imports this module's routes)
+
+    default = ready_pipeline(chorus)
+    return chorus.pipelines.get(model_id or "", default) if model_id in served_models(chorus) else default
+
+
+async def _request(
+    chorus: ServiceState, voice_id: str, data: SpeechBody, fmt_name: str, *, stream: bool, timestamps: bool = False
+) -> tuple[SpeechPipeline, Any, SynthesisParams, str, int | None, str]:
+    from service.openai_api import OpenAIError
+
+    try:
+        fmt, rate = output_format(fmt_name)
+    except ValueError as exc:
+        raise OpenAIError(422, str(exc), param="output_format") from None
+    pipeline = _chosen(chorus, data.model_id)
+    info = pipeline.backend.info
+    limit = chorus.settings.max_stream_chars if stream else chorus.settings.max_text_chars
+    try:
+        text = await clean_text_off_loop(data.text, limit, text_format="markdown")
+    except HTTPException as exc:
+        raise OpenAIError(exc.status_code, exc.detail, param="text") from None
+    speed = data.voice_settings.speed if data.voice_settings and data.voice_settings.speed else 1.0
+    params = SynthesisParams(
+        speed=speed,
+        seed=data.seed if data.seed is not None else secrets.randbits(63),
+        voice=voice_id if voice_id in info.voices else None,
+        seeded=data.seed is not None,
+        timestamps=timestamps and info.word_timestamps,
+    )
+    return pipeline, text, params, fmt, rate, info.languages[0] if info.languages else "en"
+
+
+_HTTP_OPT = {"xi_api_key": True}
+_HTTP_ERRORS = error_specs(OpenAIErrorBody, 400, 401, 413, 415, 422, 429, 499, 500, 503, 504)
+
+
+@post(
+    "/text-to-speech/{voice_id:str}",
+    status_code=200,
+    opt=_HTTP_OPT,
+    summary="ElevenLabs-compatible text to speech: the whole audio",
+    responses={200: audio_spec("audio/mpeg", "The audio, in output_format (default mp3)"), **_HTTP_ERRORS},
+)
+async def elevenlabs_speech(
+    voice_id: str, data: SpeechBody, request: Request[Any, Any, Any], chorus: ServiceState,
+    output_format: str = "mp3_44100_128",
+) -> Response[Any]:  # fmt: skip
+    """ElevenLabs' ``text_to_speech.convert``: the audio, whole."""
+    pipeline, text, params, fmt, rate, language = await _request(chorus, voice_id, data, output_format, stream=False)
+    return await audio_response(
+        request, pipeline, text, params, language=language, fmt=fmt, sample_rate_hz=rate, stream=False
+    )
+
+
+@post(
+    "/text-to-speech/{voice_id:str}/stream",
+    status_code=200,
+    opt=_HTTP_OPT,
+    summary="ElevenLabs-compatible text to speech: the audio streamed as it is made",
+    responses={200: audio_spec("audio/mpeg", "The audio, in output_format (default mp3)"), **_HTTP_ERRORS},
+)
+async def elevenlabs_speech_stream(
+    voice_id: str, data: SpeechBody, request: Request[Any, Any, Any], chorus: ServiceState,
+    output_format: str = "mp3_44100_128",
+) -> Response[Any]:  # fmt: skip
+    """ElevenLabs' ``text_to_speech.stream``: the audio as each sentence is made."""
+    pipeline, text, params, fmt, rate, language = await _request(chorus, voice_id, data, output_format, stream=True)
+    return await audio_response(
+        request, pipeline, text, params, language=language, fmt=fmt, sample_rate_hz=rate, stream=True
+    )
+
+
+class TimedAudio(msgspec.Struct):
+    """The audio (base64) with ElevenLabs' character alignment (``null`` for models that cannot time words)."""
+
+    audio_base64: str
+    alignment: dict[str, list[Any]] | None
+    normalized_alignment: dict[str, list[Any]] | None
+
+
+@post(
+    "/text-to-speech/{voice_id:str}/with-timestamps",
+    status_code=200,
+    opt=_HTTP_OPT,
+    summary="ElevenLabs-compatible text to speech with character timing",
+    responses=_HTTP_ERRORS,
+)
+async def elevenlabs_speech_timed(
+    voice_id: str, data: SpeechBody, request: Request[Any, Any, Any], chorus: ServiceState,
+    output_format: str = "mp3_44100_128",
+) -> TimedAudio:  # fmt: skip
+    """ElevenLabs' ``text_to_speech.convert_with_timestamps``: the audio and each character's time."""
+    pipeline, text, params, fmt, rate, language = await _request(
+        chorus, voice_id, data, output_format, stream=False, timestamps=True
+    )
+    pipeline.batcher.check_admission()
+    result = await unless_disconnected(request, pipeline.synthesize(text, params, language))
+    source_rate = pipeline.backend.info.sample_rate_hz
+    body, _ = await anyio.to_thread.run_sync(encode_audio, result.chunks, fmt, source_rate, rate)
+    aligned = http_alignment(result.words, result.samples / source_rate)
+    return TimedAudio(base64.b64encode(body).decode("ascii"), aligned, aligned)
+
+
+@post(
+    "/text-to-speech/{voice_id:str}/stream/with-timestamps",
+    status_code=200,
+    opt=_HTTP_OPT,
+    summary="ElevenLabs-compatible streamed text to speech with character timing (one JSON object a line)",
+    responses={
+        200: audio_spec("application/x-ndjson", "A line per sentence: audio_base64, alignment, normalized_alignment"),
+        **_HTTP_ERRORS,
+    },
+)
+async def elevenlabs_speech_stream_timed(
+    voice_id: str, data: SpeechBody, request: Request[Any, Any, Any], chorus: ServiceState,
+    output_format: str = "mp3_44100_128",
+) -> Stream:  # fmt: skip
+    """ElevenLabs' ``text_to_speech.stream_with_timestamps``: a JSON line per sentence, its audio (base64)
+    and its characters' times in the whole audio."""
+    pipeline, text, params, fmt, rate, language = await _request(
+        chorus, voice_id, data, output_format, stream=True, timestamps=True
+    )
+    pipeline.batcher.check_admission()
+    chunks = await pipeline.open_stream(text, params, language)  # overload and bad text refused here
+    source_rate = pipeline.backend.info.sample_rate_hz
+    encoder = StreamEncoder(fmt, source_rate, rate)
+
+    def line(data: bytes, aligned: dict[str, list[Any]] | None) -> bytes:
+        item = {"audio_base64": base64.b64encode(data).decode("ascii"), "alignment": aligned,
+                "normalized_alignment": aligned}  # fmt: skip
+        return msgspec.json.encode(item) + b"\n"
+
+    async def lines() -> Any:
+        samples = 0
+        async for done in chunks:
+            chunk = done.value
+            aligned = http_alignment(chunk.words, len(chunk.audio) / source_rate, samples / source_rate)
+            samples += len(chunk.audio)
+            yield line(encoder.encode(chunk.audio), aligned)
+        if tail := encoder.finish():
+            yield line(tail, None)
+
+    headers = {"X-Seed": str(params.seed), "X-Sample-Rate": str(encoder.rate_hz)}
+    return Stream(lines(), media_type="application/x-ndjson", headers=headers)
+
+
+ELEVENLABS_HTTP_ROUTES = [
+    elevenlabs_speech,
+    elevenlabs_speech_stream,
+    elevenlabs_speech_timed,
+    elevenlabs_speech_stream_timed,
+]
+
+
+# ---------------------------------------------------------------------------------------------- WebSockets
 
 
 @websocket("/text-to-speech/{voice_id:str}/stream-input", opt={"auth": False})

@@ -104,6 +104,9 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+_ELEVENLABS_SUFFIXES = ("", "stream", "with-timestamps", "stream/with-timestamps", "stream-input", "multi-stream-input")
+
+
 def route_label(path: str, health_paths: tuple[str, ...]) -> str:
     """The route template a path is counted under: a fixed set, so that no request can add a label."""
     path = path.rstrip("/") or "/"
@@ -113,8 +116,10 @@ def route_label(path: str, health_paths: tuple[str, ...]) -> str:
         return "/ping"  # HEALTH_CHECK_PATH: the same health check, counted and left out of the log alike
     if path.startswith("/v1/models/"):
         return "/v1/models/{model}"
-    if path.startswith("/v1/text-to-speech/") and path.endswith(("/stream-input", "/multi-stream-input")):
-        return "/v1/text-to-speech/{voice_id}/" + path.rsplit("/", 1)[1]
+    if path.startswith("/v1/text-to-speech/"):  # the ElevenLabs-compatible routes, one label whatever the voice
+        suffix = path.split("/", 4)[4] if path.count("/") >= 4 else ""
+        if suffix in _ELEVENLABS_SUFFIXES:
+            return "/v1/text-to-speech/{voice_id}" + (f"/{suffix}" if suffix else "")
     if path == "/schema" or path.startswith("/schema/"):
         return "/schema"
     return "other"

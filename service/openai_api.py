@@ -23,7 +23,7 @@ from litestar.exceptions import HTTPException
 from inference.backends.base import ModelInfo, SynthesisParams
 from inference.errors import InferenceError, QueueFullError
 from inference.speech import SpeechPipeline
-from service.elevenlabs import elevenlabs_multi_stream_input, elevenlabs_stream_input
+from service.elevenlabs import ELEVENLABS_HTTP_ROUTES, elevenlabs_multi_stream_input, elevenlabs_stream_input
 from service.errors import client_error, inference_status, request_id
 from service.live import speech_stream_input
 from service.schemas import OpenAIErrorBody, TextFormat, audio_spec, error_specs
@@ -268,6 +268,7 @@ openai_router = Router(
         speech_stream_input,
         elevenlabs_stream_input,
         elevenlabs_multi_stream_input,
+        *ELEVENLABS_HTTP_ROUTES,
     ],
     opt={"bearer": True},
     exception_handlers={

@@ -220,4 +220,76 @@ def test_sessions_are_counted_under_their_route_template() -> None:
 
     assert route_label(f"{MULTI}", ()) == "/v1/text-to-speech/{voice_id}/multi-stream-input"
     assert route_label(f"{SINGLE}", ()) == "/v1/text-to-speech/{voice_id}/stream-input"
+    assert route_label("/v1/text-to-speech/v1a2b3", ()) == "/v1/text-to-speech/{voice_id}"
+    assert route_label("/v1/text-to-speech/v/stream/with-timestamps", ()) == (
+        "/v1/text-to-speech/{voice_id}/stream/with-timestamps"
+    )
     assert route_label("/v1/text-to-speech/any/convert", ()) == "other"  # no label per voice id
+
+
+# ---------------------------------------------------------------------------------------------- HTTP
+
+BODY = {"text": "Hello there. How are you today?", "model_id": "eleven_multilingual_v2", "seed": 9}
+
+
+def test_http_convert_and_stream_answer_the_audio_generate_would(tiny_backend: Any) -> None:
+    for client in live_client(tiny_backend, Settings(api_keys=(KEY,))):
+        headers = {"xi-api-key": KEY}
+        whole = client.post("/v1/text-to-speech/any-voice?output_format=pcm_16000", json=BODY, headers=headers)
+        assert whole.status_code == 200
+        assert whole.headers["content-type"] == "audio/pcm"
+        generated = client.post(
+            "/generate",
+            json={"text": BODY["text"], "seed": 9, "response_format": "pcm"},
+            headers={"X-API-Key": KEY},
+        )
+        assert whole.content == generated.content  # the same engine, parameters and seed
+        streamed = client.post(
+            "/v1/text-to-speech/any-voice/stream?output_format=pcm_16000", json=BODY, headers=headers
+        )
+        assert streamed.content == whole.content
+        mp3 = client.post("/v1/text-to-speech/any-voice", json=BODY, headers=headers)  # ElevenLabs' default
+        assert mp3.headers["content-type"] == "audio/mpeg"
+        faster = client.post(
+            "/v1/text-to-speech/any-voice?output_format=pcm_16000",
+            json={**BODY, "voice_settings": {"stability": 0.3, "speed": 2.0}},
+            headers=headers,
+        )
+        assert len(faster.content) < 0.7 * len(whole.content)
+
+
+def test_http_with_timestamps_aligns_every_character(tiny_backend: Any) -> None:
+    for client in live_client(tiny_backend, Settings()):
+        whole = client.post("/v1/text-to-speech/v?output_format=pcm_16000", json=BODY).content
+        timed = client.post("/v1/text-to-speech/v/with-timestamps?output_format=pcm_16000", json=BODY).json()
+        assert base64.b64decode(timed["audio_base64"]) == whole
+        aligned = timed["alignment"]
+        assert aligned == timed["normalized_alignment"]
+        assert "".join(aligned["characters"]) == BODY["text"] + " "
+        starts, ends = aligned["character_start_times_seconds"], aligned["character_end_times_seconds"]
+        assert starts == sorted(starts)
+        assert all(s <= e for s, e in zip(starts, ends, strict=True))
+        assert ends[-1] == pytest.approx(len(whole) / 2 / 16000, abs=0.002)
+        lines = client.post("/v1/text-to-speech/v/stream/with-timestamps?output_format=pcm_16000", json=BODY)
+        assert lines.headers["content-type"] == "application/x-ndjson"
+        items = [json.loads(line) for line in lines.text.splitlines()]
+        assert b"".join(base64.b64decode(item["audio_base64"]) for item in items) == whole
+        assert "".join("".join(i["alignment"]["characters"]) for i in items if i["alignment"]) == BODY["text"] + " "
+        # Times run on across the lines: the second sentence's start where the first one's audio ended.
+        first_s = len(base64.b64decode(items[0]["audio_base64"])) / 2 / 16000
+        assert items[1]["alignment"]["character_start_times_seconds"][0] >= first_s - 0.002
+
+
+def test_http_refusals_name_the_problem(tiny_backend: Any) -> None:
+    for client in live_client(tiny_backend, Settings(api_keys=(KEY,))):
+        missing = client.post("/v1/text-to-speech/v", json=BODY)
+        assert missing.status_code == 401
+        assert "xi-api-key" in missing.json()["error"]["message"]
+        headers = {"xi-api-key": KEY}
+        bad = client.post("/v1/text-to-speech/v?output_format=wav_44100", json=BODY, headers=headers)
+        assert bad.status_code == 422
+        assert bad.json()["error"]["param"] == "output_format"
+        empty = client.post("/v1/text-to-speech/v", json={"text": "  "}, headers=headers)
+        assert empty.status_code == 422
+        assert empty.json()["error"]["param"] == "text"
+        assert client.post("/v1/text-to-speech/v", json={"txt": "x"}, headers=headers).status_code == 400
