@@ -67,6 +67,8 @@ log = logging.getLogger("chorus")
 _FORMATS = {"pcm": "pcm", "mp3": "mp3", "opus": "opus", "ulaw": "mulaw", "alaw": "alaw"}
 _OUTPUT_FORMAT = re.compile(r"(pcm|mp3|opus|ulaw|alaw)_(\d{4,5})(?:_\d{1,3})?")
 _DEFAULT_CONTEXT = ""
+#: Contexts one multi socket may have open at once (a turn each; more is a client that forgets to close them).
+MAX_CONTEXTS = 8
 _NORMAL, _RESTART = 1000, 1012
 
 
@@ -503,6 +505,8 @@ class _Connection:
         self.failure: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
         self.closing = False
         self.finished: list[_Context] = []
+        #: When the client last sent a message (with no context open, the socket itself can go idle).
+        self.last_message = time.monotonic()
         # A key in a header is checked at once; without one, the first message may carry it.
         self.auth_problem = api_key_problem(socket, bearer=True, others=keys, where="the xi-api-key header")
         if self.auth_problem is not None and keys:
@@ -510,13 +514,14 @@ class _Connection:
 
     async def run(self, facts: dict[str, Any]) -> None:
         reader = asyncio.ensure_future(self._read(facts))
-        drain = asyncio.ensure_future(self._until_draining())
+        drain = asyncio.ensure_future(self._watch())
         try:
             done, _ = await asyncio.wait((reader, drain, self.failure), return_when=asyncio.FIRST_COMPLETED)
             if self.failure.done():
                 raise self.failure.result()
-            if reader in done and reader.exception() is not None:
-                raise reader.exception()  # type: ignore[misc]
+            for watched in (reader, drain):
+                if watched in done and watched.exception() is not None:
+                    raise watched.exception()  # type: ignore[misc]
             if reader in done and not self.closing:
                 return  # the client went away
             # Closing (or drained: each context says what it was given): wait for every context to end.
@@ -551,10 +556,15 @@ class _Connection:
                 contexts=len(everything),
             )
 
-    async def _until_draining(self) -> None:
+    async def _watch(self) -> None:
+        """Returns once the server drains (each context then says what it was given); with no context open,
+        a socket without a message for ``inactivity_timeout`` is closed (each context watches its own)."""
+        timeout_s = float(self.query.inactivity_timeout)
         # The phase is set by a signal handler and the lifespan, not through an event (as in service.live).
-        while self.chorus.phase is not Phase.DRAINING:  # noqa: ASYNC110
-            await asyncio.sleep(0.25)
+        while self.chorus.phase is not Phase.DRAINING:
+            await asyncio.sleep(min(0.25, timeout_s / 4))
+            if not self.contexts and time.monotonic() - self.last_message > timeout_s:
+                raise _Refused(408, f"no message for {timeout_s:g} s: the socket is closed", _POLICY)
         self.closing = True
 
     async def _read(self, facts: dict[str, Any]) -> None:
@@ -562,6 +572,7 @@ class _Connection:
             event = await self.socket.receive()
             if event["type"] == "websocket.disconnect":
                 return
+            self.last_message = time.monotonic()
             data = event.get("text") or event.get("bytes") or b""
             assert isinstance(data, (str, bytes))
             try:
@@ -604,6 +615,10 @@ class _Connection:
                     kept.last_activity = time.monotonic()  # a keep-alive
             return True
         if current is None:
+            if len(self.contexts) >= MAX_CONTEXTS:
+                detail = f"{MAX_CONTEXTS} contexts are open on this socket: close one (close_context) first"
+                await self.socket.send_json({**_error_message(429, detail), "contextId": key})
+                return True
             current = self._start(key, message, facts)
         await current.add(message, facts)
         return True

@@ -293,3 +293,23 @@ def test_http_refusals_name_the_problem(tiny_backend: Any) -> None:
         assert empty.status_code == 422
         assert empty.json()["error"]["param"] == "text"
         assert client.post("/v1/text-to-speech/v", json={"txt": "x"}, headers=headers).status_code == 400
+
+
+def test_a_socket_without_a_context_goes_idle_and_contexts_are_capped(tiny_backend: Any) -> None:
+    from service.elevenlabs import MAX_CONTEXTS
+
+    for client in live_client(tiny_backend, Settings()):
+        with client.websocket_connect(f"{MULTI}?output_format=pcm_16000&inactivity_timeout=1") as ws:
+            heard = hear(ws)  # connected, and then nothing
+        assert heard.messages[-1]["error"] == "inactivity_timeout"
+        assert heard.close_code == 1008
+        with client.websocket_connect(f"{MULTI}?output_format=pcm_16000") as ws:
+            for i in range(MAX_CONTEXTS + 1):
+                send(ws, text=" ", context_id=f"c{i}")
+            refused = json.loads(ws.receive_text())
+            assert refused["code"] == 429
+            assert refused["contextId"] == f"c{MAX_CONTEXTS}"
+            send(ws, close_socket=True)
+            rest = hear(ws)
+        assert sorted(m["contextId"] for m in rest.finals()) == sorted(f"c{i}" for i in range(MAX_CONTEXTS))
+        assert rest.close_code == 1000
