@@ -142,9 +142,14 @@ def test_voice_settings_speed_changes_the_pace(tiny_backend: Any) -> None:
     assert lengths[1] < 0.7 * lengths[0]
 
 
-def test_the_key_may_come_in_the_header_or_the_first_message(tiny_backend: Any) -> None:
+def test_the_key_may_come_in_the_header_the_query_or_the_first_message(tiny_backend: Any) -> None:
     for client in live_client(tiny_backend, Settings(api_keys=(KEY,))):
         with client.websocket_connect(f"{SINGLE}?output_format=pcm_16000", headers={"xi-api-key": KEY}) as ws:
+            send(ws, text=" ")
+            send(ws, text="Hello. ")
+            send(ws, text="")
+            assert hear(ws).finals() == [{"isFinal": True}]
+        with client.websocket_connect(f"{SINGLE}?output_format=pcm_16000&authorization=Bearer%20{KEY}") as ws:
             send(ws, text=" ")
             send(ws, text="Hello. ")
             send(ws, text="")
