@@ -53,7 +53,7 @@ from inference.audio.formats import StreamEncoder, encode_audio
 from inference.backends.base import SynthesisParams
 from inference.speech import SpeechPipeline, Spoken, WordTime
 from service.auth import api_key_problem
-from service.live import _POLICY, _TRY_LATER, ClientMessage, LiveConfig, _Refused, _Said, _Session
+from service.live import POLICY_VIOLATION, TRY_AGAIN_LATER, ClientMessage, LiveConfig, LiveSession, Refused, Said
 from service.schemas import OpenAIErrorBody, Seed, audio_spec, error_specs
 from service.state import Phase, ServiceState
 from service.synthesis import audio_response, clean_text_off_loop, ready_pipeline, unless_disconnected
@@ -357,7 +357,7 @@ async def _serve(socket: WebSocket[Any, Any, Any], chorus: ServiceState, voice_i
     facts.update(stream=True, live=True, dialect="elevenlabs", text_chars=0, sentences=0, audio_s=0.0)
     try:
         connection = _open(socket, chorus, voice_id, multi)
-    except _Refused as refused:
+    except Refused as refused:
         await _end(socket, refused)
         return
     chorus.live_sessions += 1
@@ -374,12 +374,12 @@ def _open(socket: WebSocket[Any, Any, Any], chorus: ServiceState, voice_id: str,
         query = msgspec.convert(dict(socket.query_params), ElevenLabsQuery, strict=False)
         fmt, rate = output_format(query.output_format)
     except (msgspec.ValidationError, ValueError) as exc:
-        raise _Refused(400, f"query string: {exc}", _POLICY) from None
+        raise Refused(400, f"query string: {exc}", POLICY_VIOLATION) from None
     try:
         default = ready_pipeline(chorus)
     except HTTPException as exc:  # loading, failed or draining: come back later
         retry = int((exc.headers or {}).get("Retry-After", "5"))
-        raise _Refused(503, exc.detail, _TRY_LATER, retry_after_s=retry) from None
+        raise Refused(503, exc.detail, TRY_AGAIN_LATER, retry_after_s=retry) from None
     # ElevenLabs model ids (eleven_flash_v2_5, ...) mean the default model; a served model's name selects it.
     pipeline = (
         chorus.pipelines.get(query.model_id or "", default) if query.model_id in served_models(chorus) else default
@@ -395,7 +395,7 @@ def _open(socket: WebSocket[Any, Any, Any], chorus: ServiceState, voice_id: str,
     return _Connection(socket, chorus, pipeline, params, fmt, rate, query, multi, tuple(map(_token, header_keys)))
 
 
-class _Context(_Session):
+class _Context(LiveSession):
     """One ElevenLabs stream (a context of the multi socket): a live session whose messages are ElevenLabs'."""
 
     def __init__(self, connection: _Connection, context_id: str | None, params: SynthesisParams) -> None:
@@ -410,7 +410,7 @@ class _Context(_Session):
     def _tagged(self, message: dict[str, Any]) -> dict[str, Any]:
         return {**message, "contextId": self.context_id} if self.connection.multi else message
 
-    async def _sentence(self, said: _Said, spoken: Spoken, start: float) -> None:
+    async def _sentence(self, said: Said, spoken: Spoken, start: float) -> None:
         data = self.encoder.encode(spoken.audio)
         aligned = alignment(spoken.words, len(spoken.audio) / self.source_rate)
         message = {
@@ -510,7 +510,7 @@ class _Connection:
         # A key in a header is checked at once; without one, the first message may carry it.
         self.auth_problem = api_key_problem(socket, bearer=True, others=keys, where="the xi-api-key header")
         if self.auth_problem is not None and keys:
-            raise _Refused(401, self.auth_problem, _POLICY)
+            raise Refused(401, self.auth_problem, POLICY_VIOLATION)
 
     async def run(self, facts: dict[str, Any]) -> None:
         reader = asyncio.ensure_future(self._read(facts))
@@ -534,12 +534,12 @@ class _Connection:
             code = _RESTART if self.chorus.phase is Phase.DRAINING else _NORMAL
             with contextlib.suppress(Exception):
                 await self.socket.close(code)
-        except _Refused as refused:
+        except Refused as refused:
             await _end(self.socket, refused)
         except Exception as exc:
             if not _gone(exc):
                 log.error("ElevenLabs session failed", exc_info=exc)
-                await _end(self.socket, _Refused(500, "internal error", 1011))
+                await _end(self.socket, Refused(500, "internal error", 1011))
         finally:
             for task in (reader, drain, *self.tasks):
                 task.cancel()
@@ -564,7 +564,7 @@ class _Connection:
         while self.chorus.phase is not Phase.DRAINING:
             await asyncio.sleep(min(0.25, timeout_s / 4))
             if not self.contexts and time.monotonic() - self.last_message > timeout_s:
-                raise _Refused(408, f"no message for {timeout_s:g} s: the socket is closed", _POLICY)
+                raise Refused(408, f"no message for {timeout_s:g} s: the socket is closed", POLICY_VIOLATION)
         self.closing = True
 
     async def _read(self, facts: dict[str, Any]) -> None:
@@ -578,13 +578,13 @@ class _Connection:
             try:
                 message = msgspec.json.decode(data, type=Message)
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-                raise _Refused(400, f"message: {exc}", _POLICY) from None
+                raise Refused(400, f"message: {exc}", POLICY_VIOLATION) from None
             if self.auth_problem is not None:
                 self.auth_problem = api_key_problem(
                     self.socket, bearer=True, others=message.keys(), where="the xi-api-key header or first message"
                 )
                 if self.auth_problem is not None:
-                    raise _Refused(401, self.auth_problem, _POLICY)
+                    raise Refused(401, self.auth_problem, POLICY_VIOLATION)
             if self.closing:
                 continue  # the socket is ending (or the server draining): nothing more is taken
             if not await self._route(message, facts):
@@ -656,7 +656,7 @@ def _gone(exc: BaseException) -> bool:
     return isinstance(exc, WebSocketDisconnect)
 
 
-async def _end(socket: WebSocket[Any, Any, Any], refused: _Refused) -> None:
+async def _end(socket: WebSocket[Any, Any, Any], refused: Refused) -> None:
     """Say why the socket ends, then close it (a client already gone is fine)."""
     with contextlib.suppress(Exception):
         await socket.send_json({**_error_message(refused.status, refused.detail), **refused.extra})

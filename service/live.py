@@ -49,10 +49,13 @@ from service.schemas import SampleRate, Seed, Speed, Temperature
 from service.state import Phase, ServiceState
 from service.synthesis import check_format, check_timestamps, clean_text, plain_text, ready_pipeline, word_events
 
-__all__ = ["speech_stream_input"]
+__all__ = [
+    "POLICY_VIOLATION", "TRY_AGAIN_LATER", "ClientMessage", "LiveConfig", "LiveSession", "Refused", "Said",
+    "speech_stream_input",
+]  # fmt: skip
 
 #: Close codes (RFC 6455 and IANA's registry).
-_NORMAL, _POLICY, _INTERNAL, _RESTART, _TRY_LATER = 1000, 1008, 1011, 1012, 1013
+_NORMAL, POLICY_VIOLATION, _INTERNAL, _RESTART, TRY_AGAIN_LATER = 1000, 1008, 1011, 1012, 1013
 #: A refused key, an idle session: 4000 + the HTTP status, Litestar's convention for WebSocket errors.
 _UNAUTHORIZED, _IDLE = 4401, 4408
 #: Longest ``text`` one message may carry (longer: send it in pieces).
@@ -96,7 +99,7 @@ class _Flushed:
     """The mark a flush puts in the session: answered once the audio before it has gone out."""
 
 
-class _Said(NamedTuple):
+class Said(NamedTuple):
     """What a sentence's event reports: its text as sent, the characters the model cannot say, and whether
     it is a clause that the next one continues; when it was handed on, and how many characters it was."""
 
@@ -162,7 +165,7 @@ class Listener:
         return self.in_hand(now) < self.LOW_WATER_S + 2 * self.latency_s
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """Ends the session with an error message and a close code."""
 
     def __init__(self, status: int, detail: str, close_code: int, **extra: Any) -> None:
@@ -180,9 +183,9 @@ async def speech_stream_input(socket: WebSocket[Any, Any, Any], chorus: ServiceS
     facts.update(stream=True, live=True, text_chars=0, sentences=0, audio_s=0.0)
     try:
         if (problem := api_key_problem(socket, bearer=True)) is not None:
-            raise _Refused(401, problem, _UNAUTHORIZED)
+            raise Refused(401, problem, _UNAUTHORIZED)
         session = _open(socket, chorus)
-    except _Refused as refused:
+    except Refused as refused:
         await _end(socket, refused)
         return
     chorus.live_sessions += 1
@@ -192,13 +195,13 @@ async def speech_stream_input(socket: WebSocket[Any, Any, Any], chorus: ServiceS
         chorus.live_sessions -= 1
 
 
-def _open(socket: WebSocket[Any, Any, Any], chorus: ServiceState) -> _Session:
+def _open(socket: WebSocket[Any, Any, Any], chorus: ServiceState) -> LiveSession:
     from service.openai_api import pipeline_for_model, resolve_voice  # (it imports this module's router)
 
     try:
         config = msgspec.convert(dict(socket.query_params), LiveConfig, strict=False)
     except msgspec.ValidationError as exc:
-        raise _Refused(400, f"query string: {exc}", _POLICY) from None
+        raise Refused(400, f"query string: {exc}", POLICY_VIOLATION) from None
     try:
         pipeline = pipeline_for_model(chorus, config.model) if config.model else ready_pipeline(chorus)
         voice = resolve_voice(pipeline.backend.info, config.voice)
@@ -207,8 +210,8 @@ def _open(socket: WebSocket[Any, Any, Any], chorus: ServiceState) -> _Session:
     except HTTPException as exc:
         if exc.status_code == 503:  # loading, failed or draining: come back later, as Retry-After says
             retry = int((exc.headers or {}).get("Retry-After", "5"))
-            raise _Refused(503, exc.detail, _TRY_LATER, retry_after_s=retry) from None
-        raise _Refused(exc.status_code, exc.detail, _POLICY) from None
+            raise Refused(503, exc.detail, TRY_AGAIN_LATER, retry_after_s=retry) from None
+        raise Refused(exc.status_code, exc.detail, POLICY_VIOLATION) from None
     params = SynthesisParams(
         temperature=config.temperature,
         speed=config.speed,
@@ -217,10 +220,10 @@ def _open(socket: WebSocket[Any, Any, Any], chorus: ServiceState) -> _Session:
         seeded=config.seed is not None,
         timestamps=timestamps,
     )
-    return _Session(socket, chorus, pipeline, params, fmt, config)
+    return LiveSession(socket, chorus, pipeline, params, fmt, config)
 
 
-class _Session:
+class LiveSession:
     """One connection: a reader that turns messages into sentences, a writer that sends their audio."""
 
     def __init__(
@@ -273,10 +276,10 @@ class _Session:
                 done = {reader, writer}
             tasks = (reader, writer, watcher)
             failures = [task.exception() for task in tasks if task in done and task.exception() is not None]
-            refused = next((exc for exc in failures if isinstance(exc, _Refused)), None)
+            refused = next((exc for exc in failures if isinstance(exc, Refused)), None)
             if refused is None and failures and not isinstance(failures[0], WebSocketDisconnect):
                 log.error("live session failed", exc_info=failures[0])
-                refused = _Refused(500, "internal error", _INTERNAL)
+                refused = Refused(500, "internal error", _INTERNAL)
             if refused is not None:
                 await _end(self.socket, refused)
         finally:
@@ -304,7 +307,7 @@ class _Session:
             if self.live.busy or self.ended:
                 self.last_activity = time.monotonic()
             elif time.monotonic() - self.last_activity > self.idle_timeout_s:
-                raise _Refused(408, f"no message for {self.idle_timeout_s:g} s: the session is closed", _IDLE)
+                raise Refused(408, f"no message for {self.idle_timeout_s:g} s: the session is closed", _IDLE)
             if self.buffer.ends_with_a_stop and time.monotonic() - self.last_text_at >= self.settle_s:
                 async with self.turn_lock:  # the text has stopped after a sentence's end: it is one
                     if not self.ended and self.buffer.ends_with_a_stop:
@@ -318,7 +321,7 @@ class _Session:
                 return
             try:
                 await self._finish()
-            except _Refused as refused:  # what waited cannot be said now: say so, and end with what was
+            except Refused as refused:  # what waited cannot be said now: say so, and end with what was
                 await self._error(refused.status, refused.detail)
                 self.ended = True
                 self.live.end()
@@ -407,17 +410,17 @@ class _Session:
             return  # nothing to say in this piece (only markup, only emoji): nothing to send for it
         now = time.monotonic()
         needed_by = now + self.listener.in_hand(now)  # when the listener will have heard all before it
-        said = _Said(sentence.strip(), self.pipeline.unsayable(text), continues, now, len(text))
+        said = Said(sentence.strip(), self.pipeline.unsayable(text), continues, now, len(text))
         self.listener.given(said.chars)  # (before the await: the writer may send it before that returns)
         try:
             await self.live.say(text, tag=said, needed_by=needed_by)
         except QueueFullError as exc:
-            raise _Refused(429, str(exc), _TRY_LATER, retry_after_s=max(1, round(exc.retry_after_s))) from None
+            raise Refused(429, str(exc), TRY_AGAIN_LATER, retry_after_s=max(1, round(exc.retry_after_s))) from None
         except InferenceError as exc:
             self.listener.dropped(said.chars)
             status = inference_status(exc)
             if status >= 500:
-                raise _Refused(status, str(exc), _TRY_LATER if status == 503 else _INTERNAL) from None
+                raise Refused(status, str(exc), TRY_AGAIN_LATER if status == 503 else _INTERNAL) from None
             await self._error(status, str(exc))
 
     async def _write(self, facts: dict[str, Any]) -> None:
@@ -431,25 +434,25 @@ class _Session:
                         await self._flushed()
                         continue
                     if not len(spoken.audio):
-                        if isinstance(spoken.tag, _Said):  # nothing to say in it after all
+                        if isinstance(spoken.tag, Said):  # nothing to say in it after all
                             self.listener.dropped(spoken.tag.chars)
                         continue
                     start = self._seconds()
                     said = spoken.tag
-                    assert isinstance(said, _Said)  # every sentence is given with one (_say)
+                    assert isinstance(said, Said)  # every sentence is given with one (_say)
                     self._sent(said, len(spoken.audio))
                     await self._sentence(said, spoken, start)
                     facts["batch_size"] = max(facts.get("batch_size", 0), spoken.batch_size)
         except InferenceError as exc:
             status = inference_status(exc)
             detail = "synthesis failed" if status == 500 else str(exc)
-            raise _Refused(status, detail, _TRY_LATER if status == 503 else _INTERNAL) from None
+            raise Refused(status, detail, TRY_AGAIN_LATER if status == 503 else _INTERNAL) from None
         await self._send_audio(self.encoder.finish())
         await self._done()
 
     # What goes out, in this protocol's messages (``service.elevenlabs`` speaks another).
 
-    async def _sentence(self, said: _Said, spoken: Spoken, start: float) -> None:
+    async def _sentence(self, said: Said, spoken: Spoken, start: float) -> None:
         """A sentence's event, then its audio as binary frames."""
         event = {"type": "sentence", "index": self.sentences - 1, "text": said.text, "start_s": start,
                  "duration_s": round(len(spoken.audio) / self.source_rate, 3),
@@ -473,7 +476,7 @@ class _Session:
         code = _RESTART if self.chorus.phase is Phase.DRAINING else _NORMAL
         await self.socket.close(code)
 
-    def _sent(self, said: _Said, samples: int) -> None:
+    def _sent(self, said: Said, samples: int) -> None:
         """Account for a sentence whose audio goes out now."""
         self.samples += samples
         self.sentences += 1
@@ -498,7 +501,7 @@ class _Session:
         return round(self.samples / self.source_rate, 3)
 
 
-async def _end(socket: WebSocket[Any, Any, Any], refused: _Refused) -> None:
+async def _end(socket: WebSocket[Any, Any, Any], refused: Refused) -> None:
     """Say why the session ends, then close it (a client already gone is fine)."""
     with contextlib.suppress(Exception):
         body = {"type": "error", "status_code": refused.status, "detail": refused.detail, **refused.extra}
