@@ -368,22 +368,16 @@ async def _serve(socket: WebSocket[Any, Any, Any], chorus: ServiceState, voice_i
 
 
 def _open(socket: WebSocket[Any, Any, Any], chorus: ServiceState, voice_id: str, multi: bool) -> _Connection:
-    from service.openai_api import served_models  # (it imports this module's routes)
-
     try:
         query = msgspec.convert(dict(socket.query_params), ElevenLabsQuery, strict=False)
         fmt, rate = output_format(query.output_format)
     except (msgspec.ValidationError, ValueError) as exc:
         raise Refused(400, f"query string: {exc}", POLICY_VIOLATION) from None
     try:
-        default = ready_pipeline(chorus)
+        pipeline = _chosen(chorus, query.model_id)
     except HTTPException as exc:  # loading, failed or draining: come back later
         retry = int((exc.headers or {}).get("Retry-After", "5"))
         raise Refused(503, exc.detail, TRY_AGAIN_LATER, retry_after_s=retry) from None
-    # ElevenLabs model ids (eleven_flash_v2_5, ...) mean the default model; a served model's name selects it.
-    pipeline = (
-        chorus.pipelines.get(query.model_id or "", default) if query.model_id in served_models(chorus) else default
-    )
     info = pipeline.backend.info
     params = SynthesisParams(
         seed=query.seed if query.seed is not None else secrets.randbits(63),
