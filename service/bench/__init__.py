@@ -140,7 +140,8 @@ async def live_sweep(
         late_after = await asyncio.to_thread(server_late_s, target)
         if late_before is not None and late_after is not None:  # the server's own view of its stalls
             row["server_late_s"] = round(late_after - late_before, 3)
-        rows.append({**row, "writing_chars_per_s": chars_per_s, "chunking": target.chunking or "auto"})
+        rows.append({**row, "writing_chars_per_s": chars_per_s, "chunking": target.chunking or "auto",
+                     "protocol": target.protocol})  # fmt: skip
     return rows
 
 
@@ -196,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         "--chunking", choices=("auto", "sentence", "clause"), default=None,
         help="--live: the sessions' chunking (default: the server's, auto)",
     )  # fmt: skip
+    parser.add_argument(
+        "--protocol", choices=("chorus", "elevenlabs"), default="chorus",
+        help="--live: Chorus's own text-in WebSocket, or ElevenLabs' stream-input (as Pipecat-style agents speak)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
     texts = tuple(SENTENCES)
@@ -208,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     target = Target(
         url=args.url.rstrip("/"), route=args.route, api_key=args.api_key or None, bearer=args.bearer or None,
         texts=texts, response_format=args.format, stream=args.stream, honour_retry_after=not args.no_backoff,
-        chunking=args.chunking,
+        chunking=args.chunking, protocol=args.protocol,
     )  # fmt: skip
     try:
         probe = httpx.get(target.url + "/ping", timeout=10)

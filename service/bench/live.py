@@ -1,6 +1,7 @@
 """``chorus bench --live``: how many voice-agent conversations one endpoint keeps in real time.
 
-Each simulated agent opens ``/v1/audio/speech/stream-input``, writes an answer of three sentences a few
+Each simulated agent opens ``/v1/audio/speech/stream-input`` (or, with ``--protocol elevenlabs``, ElevenLabs'
+``/v1/text-to-speech/{voice_id}/stream-input``, as Pipecat-style agents do), writes an answer of three sentences a few
 characters at a time at a language model's pace (``--chars-per-s``), closes, and plays what comes back in
 real time, as a phone would: playback starts 20 ms after the first audio (a jitter buffer), a stall is
 any moment the next audio has not arrived when the last has finished playing, and the agent's next
@@ -15,6 +16,7 @@ stalled and the seconds of stall, and audio seconds per wall second.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import sys
@@ -75,10 +77,24 @@ def _answer(target: Target, index: int) -> str:
     return " ".join(texts[(3 * index + k) % len(texts)] for k in range(3))
 
 
+#: ElevenLabs agents ask for this PCM rate (what Pipecat asks for by default).
+ELEVENLABS_RATE_HZ = 24000
+
+
 def _url(target: Target) -> str:
     base = target.url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    if target.protocol == "elevenlabs":
+        return f"{base}/v1/text-to-speech/bench/stream-input?output_format=pcm_{ELEVENLABS_RATE_HZ}&seed=0"
     chunking = f"&chunking={target.chunking}" if target.chunking else ""
     return f"{base}/v1/audio/speech/stream-input?response_format=pcm&seed=0{chunking}"
+
+
+def _messages(target: Target, answer: str) -> list[dict[str, Any]]:
+    """What an agent sends: the answer a few characters at a time, then the end, in the target's protocol."""
+    pieces = [answer[i : i + PIECE_CHARS] for i in range(0, len(answer), PIECE_CHARS)]
+    if target.protocol == "elevenlabs":
+        return [{"text": " "}, *({"text": piece} for piece in pieces), {"text": ""}]
+    return [*({"type": "speak", "text": piece} for piece in pieces), {"type": "close"}]
 
 
 async def _conversation(target: Target, index: int, chars_per_s: float) -> LiveOutcome:
@@ -86,7 +102,10 @@ async def _conversation(target: Target, index: int, chars_per_s: float) -> LiveO
 
     outcome = LiveOutcome()
     headers = {k: v for k, v in target.headers().items() if k != "Content-Type"}
+    if target.protocol == "elevenlabs" and target.api_key:
+        headers["xi-api-key"] = target.api_key  # (as ElevenLabs clients send it)
     answer = _answer(target, index)
+    elevenlabs = target.protocol == "elevenlabs"
     rate_hz = 0
     pending: list[tuple[float, int]] = []  # (arrival, bytes) until the rate is known
     try:
@@ -94,10 +113,12 @@ async def _conversation(target: Target, index: int, chars_per_s: float) -> LiveO
             started = time.monotonic()
 
             async def write() -> None:
-                for i in range(0, len(answer), PIECE_CHARS):
-                    await ws.send(json.dumps({"type": "speak", "text": answer[i : i + PIECE_CHARS]}))
-                    await asyncio.sleep(PIECE_CHARS / chars_per_s)
-                await ws.send(json.dumps({"type": "close"}))
+                messages = _messages(target, answer)
+                for message in messages[:-1]:
+                    await ws.send(json.dumps(message))
+                    if message.get("text", " ") != " ":
+                        await asyncio.sleep(PIECE_CHARS / chars_per_s)
+                await ws.send(json.dumps(messages[-1]))
 
             writer = asyncio.ensure_future(write())
             try:
@@ -109,9 +130,13 @@ async def _conversation(target: Target, index: int, chars_per_s: float) -> LiveO
                         pending.append((now, len(message)))
                         continue
                     event = json.loads(message)
-                    if event.get("type") == "done":
-                        rate_hz = int(event["sample_rate"])
-                    elif event.get("type") == "error":  # the close that follows says how it ended
+                    if elevenlabs and event.get("audio"):  # audio rides in JSON, base64
+                        if outcome.ttfa_s is None:
+                            outcome.ttfa_s = now
+                        pending.append((now, len(base64.b64decode(event["audio"]))))
+                    elif event.get("type") == "done" or (elevenlabs and event.get("isFinal") is True):
+                        rate_hz = ELEVENLABS_RATE_HZ if elevenlabs else int(event["sample_rate"])
+                    elif event.get("type") == "error" or "error" in event:  # the close that follows says how
                         outcome.retry_after_s = event.get("retry_after_s")
             except websockets.exceptions.ConnectionClosedError:
                 pass  # closed with an error code (read below) or without a close frame (None)

@@ -48,6 +48,8 @@ class Target:
     honour_retry_after: bool = True
     #: ``--live``: the session's ``chunking`` (None: the server's default).
     chunking: str | None = None
+    #: ``--live``: which text-in WebSocket the agents speak: Chorus's own, or ElevenLabs' ``stream-input``.
+    protocol: str = "chorus"
 
     def headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}

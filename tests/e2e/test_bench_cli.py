@@ -167,3 +167,21 @@ def test_bench_live_holds_conversations_over_the_websocket(server: Server, tmp_p
     assert "first audio p50 ms" in done.stdout
     refused = bench(server, "--live", "--concurrency", "1", "--duration", "1", "--warmup", "0", key="wrong")
     assert "| 4401: 1 |" in refused.stdout  # refused for its key, the table says why, and no retry storm
+
+
+def test_bench_live_speaks_elevenlabs_protocol_too(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "elevenlabs.json"
+    done = bench(
+        server, "--live", "--protocol", "elevenlabs", "--concurrency", "2", "--duration", "3", "--warmup", "0",
+        "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    [row] = json.loads(out.read_text())["rows"]
+    assert row["protocol"] == "elevenlabs"
+    assert row["errors"] == 0, row
+    assert row["requests"] >= 2
+    assert row["throughput_audio_s_per_s"] > 0
+    assert row["ttfa_p50_ms"] > 0
+    refused = bench(server, "--live", "--protocol", "elevenlabs", "--concurrency", "1", "--duration", "1",
+                    "--warmup", "0", key="wrong")  # fmt: skip
+    assert "| 1008: 1 |" in refused.stdout  # ElevenLabs' close code for a refused key
