@@ -100,3 +100,46 @@ def test_hostile_bodies_get_a_clear_4xx_or_audio(client: TestClient[Any], raw: b
     assert response.status_code < 500, response.text
     if response.status_code != 200:
         assert json.loads(response.text)["detail"]
+
+
+# Any JSON an ElevenLabs client might send (right or wrong types, unknown fields, nasty text).
+ELEVENLABS_MESSAGE = st.fixed_dictionaries(
+    {},
+    optional={
+        "text": st.one_of(TEXT, st.just(""), st.just(" "), st.integers(), st.none()),
+        "context_id": st.one_of(st.sampled_from(["a", "b", ""]), st.integers()),
+        "flush": st.one_of(st.booleans(), st.text(max_size=3)),
+        "close_context": st.booleans(),
+        "voice_settings": st.one_of(
+            st.fixed_dictionaries({}, optional={"speed": st.floats(allow_nan=True), "stability": st.floats()}),
+            st.text(max_size=5),
+        ),
+        "unknown": st.text(max_size=5),
+    },
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(messages=st.lists(ELEVENLABS_MESSAGE, max_size=6), multi=st.booleans())
+def test_elevenlabs_sockets_take_any_messages(client: TestClient[Any], messages: list[Any], multi: bool) -> None:
+    """Whatever arrives, the socket says it or refuses it with a named error: never an internal error."""
+    from litestar.exceptions import WebSocketDisconnect
+
+    path = "multi-stream-input" if multi else "stream-input"
+    with client.websocket_connect(f"/v1/text-to-speech/v/{path}?output_format=pcm_16000&inactivity_timeout=2") as ws:
+        for message in messages:
+            ws.send_text(json.dumps(message))
+        ws.send_text(json.dumps({"close_socket": True} if multi else {"text": ""}))
+        close_code = None
+        while close_code is None:
+            try:
+                received = ws.receive()
+            except WebSocketDisconnect as exc:
+                close_code = exc.code
+                continue
+            if received["type"] == "websocket.close":
+                close_code = received.get("code", 1000)
+                continue
+            event = json.loads(received["text"])
+            assert event.get("code") != 500, event
+    assert close_code in (1000, 1008), close_code
