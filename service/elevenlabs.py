@@ -12,8 +12,9 @@ differ:
 
 * the query string: ``model_id`` (a served model's name; others mean the default model), ``output_format``
   (``pcm_<rate>``, ``mp3_<rate>_<kbps>``, ``opus_48000_<kbps>``, ``ulaw_8000``, ``alaw_8000``; ElevenLabs'
-  default ``mp3_44100_128``), ``inactivity_timeout`` (seconds, 1-180, default 20), ``seed``; the rest
-  (``auto_mode``, ``sync_alignment``, ``language_code``, ...) is accepted and has no effect;
+  default ``mp3_44100_128``), ``inactivity_timeout`` (seconds, 1-180, default 20), ``seed``, ``auto_mode``
+  (every text message is a complete phrase: said at once); the rest (``sync_alignment``, ``language_code``,
+  ...) is accepted and has no effect;
 * the key: ``xi-api-key`` header, ``authorization`` query, or (as ElevenLabs allows) ``xi_api_key`` /
   ``xi-api-key`` / ``authorization`` in the first message; Chorus's own ``X-API-Key`` and bearer work too;
 * client messages: ``{"text": " ", "voice_settings": {"speed": 1.1}}`` opens (a context), ``{"text":
@@ -80,6 +81,9 @@ class ElevenLabsQuery(msgspec.Struct, kw_only=True):
     inactivity_timeout: Annotated[int, msgspec.Meta(ge=1, le=180)] = 20
     seed: Seed | None = None
     authorization: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    #: The client sends complete phrases (Pipecat does when it aggregates sentences): each is said at once,
+    #: instead of waiting for a word after it to show that it ended.
+    auto_mode: bool = False
 
 
 class VoiceSettings(msgspec.Struct, kw_only=True):
@@ -456,9 +460,10 @@ class _Context(LiveSession):
             if text.strip():
                 self.flushed = False
             if message.flush:
-                self.flushed = True
+                self.flushed = True  # (asked for: an auto_mode phrase does not count, see ``end``)
             if text.strip() or not message.flush:
-                await self._handle(ClientMessage(type="speak", text=text, flush=message.flush), facts)
+                say_now = message.flush or (self.connection.query.auto_mode and bool(text.strip()))
+                await self._handle(ClientMessage(type="speak", text=text, flush=say_now), facts)
             else:
                 await self._handle(ClientMessage(type="flush"), facts)
 

@@ -318,3 +318,19 @@ def test_a_socket_without_a_context_goes_idle_and_contexts_are_capped(tiny_backe
             rest = hear(ws)
         assert sorted(m["contextId"] for m in rest.finals()) == sorted(f"c{i}" for i in range(MAX_CONTEXTS))
         assert rest.close_code == 1000
+
+
+def test_auto_mode_says_each_phrase_at_once(tiny_backend: Any) -> None:
+    """Pipecat sends whole sentences with auto_mode=true: none waits for a word after it to show its end."""
+    for client in live_client(tiny_backend, Settings()):
+        firsts = []
+        for auto in ("true", "false"):
+            with client.websocket_connect(
+                f"{SINGLE}?output_format=pcm_16000&inactivity_timeout=1&auto_mode={auto}"
+            ) as ws:
+                send(ws, text=" ")
+                send(ws, text="An unfinished phrase")  # no end, no flush: only auto_mode says it now
+                firsts.append(json.loads(ws.receive_text()))
+                hear(ws)
+        assert spoken_text([firsts[0]]) == "An unfinished phrase "
+        assert firsts[1]["error"] == "inactivity_timeout"  # without it, the phrase waited for more
