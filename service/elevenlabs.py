@@ -54,7 +54,16 @@ from inference.audio.formats import StreamEncoder, encode_audio
 from inference.backends.base import SynthesisParams
 from inference.speech import SpeechPipeline, Spoken, WordTime
 from service.auth import api_key_problem
-from service.live import POLICY_VIOLATION, TRY_AGAIN_LATER, ClientMessage, LiveConfig, LiveSession, Refused, Said
+from service.live import (
+    POLICY_VIOLATION,
+    TRY_AGAIN_LATER,
+    ClientMessage,
+    LiveConfig,
+    LiveSession,
+    Refused,
+    Said,
+    close_after,
+)
 from service.schemas import OpenAIErrorBody, Seed, audio_spec, error_specs
 from service.state import Phase, ServiceState
 from service.synthesis import audio_response, clean_text_off_loop, ready_pipeline, unless_disconnected
@@ -362,7 +371,7 @@ async def _serve(socket: WebSocket[Any, Any, Any], chorus: ServiceState, voice_i
     try:
         connection = _open(socket, chorus, voice_id, multi)
     except Refused as refused:
-        await _end(socket, refused)
+        await _end(socket, refused, drain=True)  # (nothing reads the socket yet)
         return
     chorus.live_sessions += 1
     try:
@@ -534,7 +543,7 @@ class _Connection:
             with contextlib.suppress(Exception):
                 await self.socket.close(code)
         except Refused as refused:
-            await _end(self.socket, refused)
+            await _end(self.socket, refused, drain=reader.done())  # (drained only where nothing else reads)
         except Exception as exc:
             if not _gone(exc):
                 log.error("ElevenLabs session failed", exc_info=exc)
@@ -655,8 +664,7 @@ def _gone(exc: BaseException) -> bool:
     return isinstance(exc, WebSocketDisconnect)
 
 
-async def _end(socket: WebSocket[Any, Any, Any], refused: Refused) -> None:
-    """Say why the socket ends, then close it (a client already gone is fine)."""
-    with contextlib.suppress(Exception):
-        await socket.send_json({**_error_message(refused.status, refused.detail), **refused.extra})
-        await socket.close(refused.close_code, refused.detail[:120])
+async def _end(socket: WebSocket[Any, Any, Any], refused: Refused, *, drain: bool = False) -> None:
+    """Say why the socket ends, then close it (a client already gone is fine; ``drain``: ``close_after``)."""
+    message = {**_error_message(refused.status, refused.detail), **refused.extra}
+    await close_after(socket, message, refused.close_code, refused.detail, drain=drain)

@@ -51,7 +51,7 @@ from service.synthesis import check_format, check_timestamps, clean_text, plain_
 
 __all__ = [
     "POLICY_VIOLATION", "TRY_AGAIN_LATER", "ClientMessage", "LiveConfig", "LiveSession", "Refused", "Said",
-    "speech_stream_input",
+    "close_after", "speech_stream_input",
 ]  # fmt: skip
 
 #: Close codes (RFC 6455 and IANA's registry).
@@ -186,7 +186,7 @@ async def speech_stream_input(socket: WebSocket[Any, Any, Any], chorus: ServiceS
             raise Refused(401, problem, _UNAUTHORIZED)
         session = _open(socket, chorus)
     except Refused as refused:
-        await _end(socket, refused)
+        await _end(socket, refused, drain=True)  # (nothing reads the socket yet)
         return
     chorus.live_sessions += 1
     try:
@@ -501,9 +501,31 @@ class LiveSession:
         return round(self.samples / self.source_rate, 3)
 
 
-async def _end(socket: WebSocket[Any, Any, Any], refused: Refused) -> None:
-    """Say why the session ends, then close it (a client already gone is fine)."""
+async def _end(socket: WebSocket[Any, Any, Any], refused: Refused, *, drain: bool = False) -> None:
+    """Say why the session ends, then close it (a client already gone is fine); ``drain``: see
+    ``close_after``."""
+    body = {"type": "error", "status_code": refused.status, "detail": refused.detail, **refused.extra}
+    await close_after(socket, body, refused.close_code, refused.detail, drain=drain)
+
+
+#: A refused socket reads what its client still sends until it has been quiet this long (at most a second).
+_QUIET_S, _DRAIN_S = 0.1, 1.0
+
+
+async def close_after(
+    socket: WebSocket[Any, Any, Any], message: dict[str, Any], code: int, reason: str, *, drain: bool = False
+) -> None:
+    """Send ``message``, then close with ``code``. With ``drain`` (nothing else reads the socket), first read
+    and drop what the client is still sending, until it pauses: a connection closed with unread data in it
+    is reset by the TCP stack, and the client never sees the close frame. A refused key while the client's
+    first messages were on their way reached it as 1006 instead of 4401 in 26 of 30 tries under granian."""
     with contextlib.suppress(Exception):
-        body = {"type": "error", "status_code": refused.status, "detail": refused.detail, **refused.extra}
-        await socket.send_json(body)
-        await socket.close(refused.close_code, refused.detail[:120])
+        await socket.send_json(message)
+        if drain:
+            async with asyncio.timeout(_DRAIN_S):
+                while True:
+                    event = await asyncio.wait_for(socket.receive(), _QUIET_S)
+                    if event["type"] == "websocket.disconnect":
+                        return
+    with contextlib.suppress(Exception):
+        await socket.close(code, reason[:120])
