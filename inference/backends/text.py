@@ -150,6 +150,7 @@ class PiperFrontend:
         # Ids that are not sounds (pauses and punctuation still shape prosody, but alone they say nothing).
         self._silent = {i for sym, ids in self.id_map.items() for i in ids if not any(ch.isalpha() for ch in sym)}
         self._breaks = set(self.id_map.get(" ", ()))
+        self._blanks = set(self._pad)
         # Word timing matches sounds only: stress moves between a word said alone and in a sentence.
         self._soundless = self._silent | {i for mark in "ˈˌ" for i in self.id_map.get(mark, ())}
         self._expected = functools.lru_cache(maxsize=_WORD_CACHE)(self._word_ids)
@@ -181,7 +182,7 @@ class PiperFrontend:
         and splits words ("of the" → "ʌvðə", "$3" → "three dollars"), so each word is said alone first."""
         words = unicodedata.normalize("NFC", text).split()
         expected = [self._expected(w) for w in words]
-        return align_words(words, expected, segments, self._soundless, set(self._pad), self._breaks)
+        return align_words(words, expected, segments, self._soundless, self._blanks, self._breaks)
 
     def _word_ids(self, word: str) -> tuple[int, ...]:
         """The sounding phoneme ids of ``word`` said alone, ``BREAK`` between the words it becomes."""

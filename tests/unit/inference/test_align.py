@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -131,21 +132,24 @@ def test_token_durations_add_up_to_the_audio_alone_or_batched(tiny_backend: Any)
         np.testing.assert_array_equal(alone.token_samples, voiced.token_samples)
 
 
-async def test_a_requests_words_are_timed_across_its_sentences(tiny_backend: Any) -> None:
+@pytest.fixture
+async def pipeline(tiny_backend: Any) -> AsyncIterator[SpeechPipeline]:
+    """The tiny model behind the production pipeline and a real batcher running timed batches."""
     batcher: MicroBatcher[SynthesisJob, Voiced] = MicroBatcher(
         timed_synthesis(tiny_backend), max_batch_size=8, max_queue_size=64, length_of=lambda job: job.length
     )
     batcher.start().result(timeout=10)
-    try:
-        pipeline = SpeechPipeline(tiny_backend, batcher)
-        text = "One two three. Four five six seven."
-        params = SynthesisParams(temperature=0.0, seed=1, timestamps=True)
-        whole, plain = await asyncio.gather(
-            pipeline.synthesize(text, params, "en"), pipeline.synthesize(text, SynthesisParams(seed=1), "en")
-        )
-        streamed = [done.value async for done in await pipeline.open_stream(text, params, "en")]
-    finally:
-        batcher.stop()
+    yield SpeechPipeline(tiny_backend, batcher)
+    batcher.stop()
+
+
+async def test_a_requests_words_are_timed_across_its_sentences(tiny_backend: Any, pipeline: SpeechPipeline) -> None:
+    text = "One two three. Four five six seven."
+    params = SynthesisParams(temperature=0.0, seed=1, timestamps=True)
+    whole, plain = await asyncio.gather(
+        pipeline.synthesize(text, params, "en"), pipeline.synthesize(text, SynthesisParams(seed=1), "en")
+    )
+    streamed = [done.value async for done in await pipeline.open_stream(text, params, "en")]
     assert plain.words == ()
     assert [w.word for w in whole.words] == text.split()
     rate = tiny_backend.info.sample_rate_hz
@@ -160,22 +164,14 @@ async def test_a_requests_words_are_timed_across_its_sentences(tiny_backend: Any
     assert [w.start_s + shift for w, shift in words] == pytest.approx(starts, abs=0.002)
 
 
-async def test_an_ssml_break_moves_the_words_after_it(tiny_backend: Any) -> None:
+async def test_an_ssml_break_moves_the_words_after_it(pipeline: SpeechPipeline) -> None:
     from inference.text.ssml import parse_ssml
 
-    batcher: MicroBatcher[SynthesisJob, Voiced] = MicroBatcher(
-        timed_synthesis(tiny_backend), max_batch_size=8, max_queue_size=64, length_of=lambda job: job.length
+    params = SynthesisParams(temperature=0.0, seed=1, timestamps=True)
+    plain = await pipeline.synthesize("Hello there. Good morning.", params, "en")
+    paused = await pipeline.synthesize(
+        parse_ssml('<speak>Hello there. <break time="700ms"/>Good morning.</speak>'), params, "en"
     )
-    batcher.start().result(timeout=10)
-    try:
-        pipeline = SpeechPipeline(tiny_backend, batcher)
-        params = SynthesisParams(temperature=0.0, seed=1, timestamps=True)
-        plain = await pipeline.synthesize("Hello there. Good morning.", params, "en")
-        paused = await pipeline.synthesize(
-            parse_ssml('<speak>Hello there. <break time="700ms"/>Good morning.</speak>'), params, "en"
-        )
-    finally:
-        batcher.stop()
     assert [w.word for w in paused.words] == ["Hello", "there.", "Good", "morning."]
     shift = [round(b.start_s - a.start_s, 3) for a, b in zip(plain.words, paused.words, strict=True)]
     assert shift[:2] == [0.0, 0.0]
