@@ -198,12 +198,17 @@ class Worker:
     servers while another system is measured, and neither its thread pools (onnxruntime's spin) nor its
     memory share a process with the load generator or with each other."""
 
-    def __init__(self, system: str, model: str | None, log: Path, max_batch: int) -> None:
+    def __init__(self, system: str, model: str | None, log: Path, max_batch: int, env: dict[str, str]) -> None:
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", system, "--raw-max-batch", str(max_batch)]
         command += ["--model", model] if model else []
         with log.open("wb") as out:
             self.process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=out, start_new_session=True
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=out,
+                start_new_session=True,
+                env={**os.environ, **env},
             )
         self.pid = self.process.pid
         self.log = log
@@ -369,6 +374,13 @@ def main() -> int:
         metavar="NAME:K=V[,K=V]",
         help="one more chorus server with these settings, e.g. chorus-b64:CHORUS_MAX_BATCH_SIZE=64 (repeatable)",
     )
+    parser.add_argument(
+        "--chorus-env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="an environment variable for every chorus server and the raw backend, not the peers (repeatable)",
+    )
     parser.add_argument("--raw-max-batch", type=int, default=16, help="most rows per raw backend call")
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON, table and plots go")
     parser.add_argument("--worker", choices=IN_PROCESS, help=argparse.SUPPRESS)
@@ -388,7 +400,8 @@ def main() -> int:
     if "onnxruntime" in systems and args.model is not None:
         systems.remove("onnxruntime")  # the reference is the embedded voice's own ONNX file
     print(f"machine: {info}", file=sys.stderr)
-    model_env = {"CHORUS_MODEL": args.model} if args.model else {}
+    chorus_env = dict(item.split("=", 1) for item in args.chorus_env)
+    model_env = {"CHORUS_MODEL": args.model, **chorus_env} if args.model else chorus_env
     model_args = ["--model", args.model] if args.model else []
     python = sys.executable
     script = Path(python).with_name("chorus")  # the console script; absent where Chorus is not pip-installed
@@ -445,6 +458,7 @@ def main() -> int:
                 "open_loop_rate_rps": args.rate,
                 "raw_max_batch": args.raw_max_batch,
                 "variants": args.variant,
+                "chorus_env": chorus_env,
             },
             "idle_load_cores": idle,
             "left_out": left_out,
@@ -491,7 +505,9 @@ def main() -> int:
         in_process: dict[str, Worker] = {}
         for system in [s for s in systems if s in IN_PROCESS]:
             try:
-                in_process[system] = Worker(system, args.model, Path(tmp) / f"{system}.log", args.raw_max_batch)
+                in_process[system] = Worker(
+                    system, args.model, Path(tmp) / f"{system}.log", args.raw_max_batch, chorus_env
+                )
             except ImportError:
                 print(f"{system} skipped: peers not installed (make peers)", file=sys.stderr)
                 continue

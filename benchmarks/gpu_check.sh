@@ -5,14 +5,20 @@
 # Prints exactness, raw backend throughput by batch size and precision, and the HTTP service under load.
 #   --compare [compare.py options]: Chorus beside raw, naive FastAPI and LitServe on the GPU (~6 minutes, estimated),
 #       writing gpu.json, gpu.md and the plots into $OUT (commit them under benchmarks/results/).
-#   --families [gpu_families.py options]: every served family at full size.   --diag: gpu_diag.py.
+#   --families [gpu_families.py options]: every served family at full size.
+#   --diag [gpu_diag.py options]: time and memory per stage by batch size; --caps compares cuDNN workspace caps.
 #   --live [chorus bench options]: voice agents over the live WebSocket at 16-512 real-time streams (~2.5 min, estimated),
-#       writing gpu-live.json and gpu-live.md into $OUT.
+#       writing gpu-live.json and gpu-live.md into $OUT (CHORUS_DTYPE and the like pass through to the server).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SITE="${CHORUS_BUNDLE_SITE:-/tmp/site}"  # where the carried wheels are installed
+unset CHORUS_BUNDLE_SITE  # the server refuses CHORUS_* variables it does not know
 if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || exit 1
+  if [ ! -e "$SITE/.chorus-installed" ]; then  # once per machine: later calls of this script reuse it
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
+      || exit 1
+    touch "$SITE/.chorus-installed"
+  fi
   export PYTHONPATH="$SITE:${PYTHONPATH:-}"
 fi
 # .gpu/piper holds espeak's bridge as a plain folder, found as the namespace package "piper".
@@ -25,7 +31,7 @@ if [ "${1:-}" = "--compare" ]; then
   python3 benchmarks/compare.py --name gpu --model "$PWD/.gpu/voice" --results-dir "${OUT:-/tmp}" \
     --systems raw,chorus,chorus-bf16,naive,litserve,chorus-stream \
     --variant chorus-bf16-b64:CHORUS_DTYPE=bf16,CHORUS_MAX_BATCH_SIZE=64 \
-    --concurrency 1,8,32,64 --duration 8 --rounds 2 --rate 0 "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_compare.log"
+    --concurrency 1,8,32,64 --duration 8 --rounds 2 --rate 0 --raw-max-batch 32 "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_compare.log"
   exit
 fi
 if [ "${1:-}" = "--live" ]; then
@@ -33,15 +39,21 @@ if [ "${1:-}" = "--live" ]; then
   shift
   port=8765
   PORT=$port CHORUS_HOST=127.0.0.1 CHORUS_MODEL="${CHORUS_MODEL:-$PWD/.gpu/voice}" CHORUS_LOG_LEVEL=WARNING \
-    python3 -c "from service.cli import main; raise SystemExit(main(['serve']))" >"${OUT:-/tmp}/gpu_live_server.log" 2>&1 &
+    python3 -c "from service.cli import main; raise SystemExit(main(['serve']))" >/tmp/gpu_live_server.log 2>&1 &  # logs in /tmp: $OUT brings back 8 files
   server=$!
-  for _ in $(seq 1 240); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/ping")" = "200" ] && break
-    sleep 0.5
-  done
+  python3 - "$port" <<'PING'  # until GET /ping says 200 (no curl needed), at most 2 minutes
+import sys, time, urllib.request
+for _ in range(240):
+    try:
+        if urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/ping", timeout=2).status == 200:
+            break
+    except OSError:
+        pass
+    time.sleep(0.5)
+PING
   python3 -c "from service.bench import main; raise SystemExit(main())" "http://127.0.0.1:$port" --live --quiet \
     --system chorus-live --concurrency 16,64,256,512 --duration 30 --warmup 5 --out "${OUT:-/tmp}/gpu-live.json" "$@" \
-    2>&1 | tee "${OUT:-/tmp}/gpu_live.log"
+    2>&1 | tee /tmp/gpu_live.log
   kill -TERM $server; wait $server
   exit
 fi

@@ -1,50 +1,138 @@
-"""Diagnose one slow batch shape on CUDA: time and peak memory per stage for a batch of N rows."""
+"""Diagnose slow batch shapes on CUDA: time and peak memory per stage, by batch size, and the top kernels.
+
+    python benchmarks/gpu_diag.py [--dtype bf16] [--sizes 31,32,33,64,128] [--profile 32]
+    python benchmarks/gpu_diag.py --caps none,1024,4096 [--best-to FILE] [...]
+
+Stages (each timed between device synchronisations, so the total is slower than a real batch): the text
+encoder, the duration predictor, the flow and the vocoder (with the copy to the host). ``--profile N`` lists
+the CUDA kernels that took the most time in a batch of N rows. The cuDNN workspace cap in force
+(PyTorch's ``CUDNN_CONV_WSCAP_DBG``, MiB) is printed. ``--caps`` runs the whole measurement once per cap,
+each in a process of its own (PyTorch reads the cap once), and prints each cap's summed time over the
+sizes; ``--best-to`` writes the fastest cap's value to a file (``none``: uncapped) for a later run to use.
+On an H200 on 2026-11-28 the 32-row batch that had peaked at 75.7 GiB on 2026-11-27 ran at 54 ms in
+2.3 GiB uncapped, and no cap was faster (benchmarks/results/gpu-h200-diag-2026-11-28.log).
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import random
+import re
+import subprocess
 import sys
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dtype", default="bf16")
+    parser.add_argument("--sizes", default="31,32,33,64,128")
+    parser.add_argument("--profile", type=int, default=0, help="list the top kernels of a batch of this many rows")
+    parser.add_argument("--model", default=str(ROOT / ".gpu" / "voice"))
+    parser.add_argument("--device", default="cuda", help="cpu: a dry run of this script where there is no GPU")
+    parser.add_argument("--caps", default="", help="comma-separated cuDNN workspace caps in MiB; none: uncapped")
+    parser.add_argument("--best-to", type=Path, default=None, help="with --caps: write the fastest cap here")
+    args = parser.parse_args()
+    if args.caps:
+        compare_caps(args)
+        return
+
     import torch
 
+    import inference.backends.vits as vits
     from inference.backends import ModelSpec, load_backend
     from inference.backends.base import SynthesisParams
     from service.bench.sentences import SENTENCES
 
-    dtype, size = sys.argv[1], int(sys.argv[2])
-    backend = load_backend(
-        ModelSpec(model=str(Path(__file__).resolve().parents[1] / ".gpu" / "voice"), device="cuda", dtype=dtype)
-    )
+    backend: Any = load_backend(ModelSpec(model=args.model, device=args.device, dtype=args.dtype))
+    cuda = backend.device.type == "cuda"
+
+    def synchronize() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def peak_gib() -> float:
+        return torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
+
     backend.warmup()
+    print(f"dtype {args.dtype}, CUDNN_CONV_WSCAP_DBG={os.environ.get('CUDNN_CONV_WSCAP_DBG', '(unset)')}")
+    stages: dict[str, float] = defaultdict(float)
+    peaks: dict[str, float] = defaultdict(float)
+
+    def timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            synchronize()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            out = function(*a, **k)
+            synchronize()
+            stages[name] += time.perf_counter() - start
+            peaks[name] = max(peaks[name], peak_gib())
+            return out
+
+        return wrapper
+
+    backend._text.encode = timed("text", backend._text.encode)
+    backend._text.log_durations = timed("durations", backend._text.log_durations)
+    vits.flow_reverse = timed("flow", vits.flow_reverse)
+    backend._decode = timed("vocoder", backend._decode)
+
     pool = [job for i, text in enumerate(SENTENCES) for job in backend.prepare(text, SynthesisParams(seed=i))]
-    batch = random.Random(size).choices(pool, k=size)
-    original = backend._decode
+    for size in [int(s) for s in args.sizes.split(",")]:
+        batch = random.Random(size).choices(pool, k=size)
+        backend.synthesize(batch)  # first run of this shape: cuDNN picks its algorithms
+        stages.clear()
+        peaks.clear()
+        synchronize()
+        start = time.perf_counter()
+        runs = 2
+        for _ in range(runs):
+            backend.synthesize(batch)
+        total = (time.perf_counter() - start) / runs
+        parts = ", ".join(f"{k} {1000 * v / runs:.1f} ms / {peaks[k]:.2f} GiB" for k, v in stages.items())
+        print(f"batch {size:4d}: {1000 * total:7.1f} ms  ({parts})", flush=True)
 
-    def timed_decode(*args, **kwargs):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        out = original(*args, **kwargs)
-        torch.cuda.synchronize()
-        print(
-            f"  decoder input {tuple(args[0].shape)}: {1000 * (time.perf_counter() - t0):.1f} ms, "
-            f"peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB",
-            flush=True,
-        )
-        return out
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
 
-    backend._decode = timed_decode
-    for _ in range(2):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        backend.synthesize(batch)
-        print(f"{dtype} batch {size}: {1000 * (time.perf_counter() - t0):.1f} ms", flush=True)
+        batch = random.Random(args.profile).choices(pool, k=args.profile)
+        with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+            backend.synthesize(batch)
+        print(f"top kernels, batch {args.profile}:")
+        key = "cuda_time_total" if cuda else "cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=8, max_name_column_width=90))
+
+
+def compare_caps(args: argparse.Namespace) -> None:
+    """The measurement once per cuDNN workspace cap, each in a fresh process; the fastest cap by summed time."""
+    totals: dict[str, float] = {}
+    for cap in args.caps.split(","):
+        env = {**os.environ, "CUDNN_CONV_WSCAP_DBG": "100000000" if cap == "none" else cap}
+        command = [sys.executable, __file__, "--dtype", args.dtype, "--sizes", args.sizes, "--model", args.model]
+        command += ["--device", args.device, "--profile", str(args.profile if cap == "none" else 0)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        print(f"--- cap {cap} MiB" if cap != "none" else "--- uncapped", flush=True)
+        print(done.stdout + done.stderr[-3000:], flush=True)
+        times = [float(t) for t in re.findall(r"^batch +\d+: +([\d.]+) ms", done.stdout, flags=re.MULTILINE)]
+        if done.returncode == 0 and times:
+            totals[cap] = sum(times)
+    if not totals:
+        print("no cap ran through")
+        return
+    best = min(totals, key=lambda cap: totals[cap])
+    print("summed ms over the sizes: " + ", ".join(f"{cap} {total:.0f}" for cap, total in totals.items()))
+    print(f"fastest: {best}")
+    if args.best_to:
+        args.best_to.write_text("100000000" if best == "none" else best)
 
 
 if __name__ == "__main__":
