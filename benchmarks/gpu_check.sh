@@ -30,7 +30,7 @@ if [ "${1:-}" = "--compare" ]; then
   shift
   python3 benchmarks/compare.py --name gpu --model "$PWD/.gpu/voice" --results-dir "${OUT:-/tmp}" \
     --systems raw,chorus,chorus-bf16,naive,litserve,chorus-stream \
-    --variant chorus-bf16-b64:CHORUS_DTYPE=bf16,CHORUS_MAX_BATCH_SIZE=64 \
+    --variant chorus-bf16-p2:CHORUS_DTYPE=bf16,CHORUS_PROCESSES=2 --variant chorus-bf16-p4:CHORUS_DTYPE=bf16,CHORUS_PROCESSES=4 \
     --concurrency 1,8,32,64 --duration 8 --rounds 2 --rate 0 --raw-max-batch 32 "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_compare.log"
   exit
 fi

@@ -35,6 +35,7 @@ from service.openai_api import openai_route_error, openai_router
 from service.playground import playground_routers
 from service.routes import generate_speech, metrics_route, ping_routes, stats
 from service.settings import Settings
+from service.siblings import Siblings
 from service.state import Phase, ServiceState
 
 __all__ = ["create_app"]
@@ -54,7 +55,11 @@ def _lifespan(backend: Backend | None) -> Any:
         health_server = None
         if settings.port_health is not None and settings.port_health != settings.port:
             health_server = await start_health_server(
-                settings.host, settings.port_health, chorus.health, settings.health_paths()
+                settings.host,
+                settings.port_health,
+                chorus.health,
+                settings.health_paths(),
+                shared=settings.processes > 1,
             )
         restore = _watch_termination(chorus, asyncio.get_running_loop())
         try:
@@ -64,6 +69,8 @@ def _lifespan(backend: Backend | None) -> Any:
             chorus.phase = Phase.DRAINING
             if health_server is not None:
                 health_server.close()
+            if chorus.siblings is not None:
+                chorus.siblings.unmark()
             if not loader.done():
                 loader.cancel()
             batcher = chorus.batcher
@@ -242,7 +249,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     if settings.switch_interval_ms is not None:
         sys.setswitchinterval(settings.switch_interval_ms / 1000.0)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    chorus = ServiceState(settings=settings)
+    chorus = ServiceState(settings=settings, siblings=Siblings(settings.processes) if settings.processes > 1 else None)
     chorus.metrics = Metrics(chorus)
     handlers: list[Any] = [*ping_routes(settings), stats, metrics_route(settings), generate_speech, openai_router]
     if settings.playground:

@@ -23,7 +23,7 @@ UNSET_MEANS = {
     "CHORUS_MODEL": "unset (the embedded voice)",
     "CHORUS_CACHE_DIR": "unset ($XDG_CACHE_HOME/chorus)",
     "CHORUS_LEXICON": "unset (no lexicon)",
-    "CHORUS_MAX_BATCH_SIZE": "unset (16 on a GPU, 4 on CPU)",
+    "CHORUS_MAX_BATCH_SIZE": "unset (64 on a GPU, 4 on CPU)",
     "CHORUS_MAX_QUEUE_WAIT_S": "unset (no bound but CHORUS_MAX_QUEUE)",
     "CHORUS_TORCH_THREADS": "unset (torch's default)",
     "CHORUS_SWITCH_INTERVAL_MS": "unset (Python's 5)",
@@ -57,14 +57,14 @@ def _serve(args: argparse.Namespace) -> int:
     from granian import Granian
     from granian.constants import Interfaces
 
-    # One worker: the model and its batcher live in one process; granian's threads serve the HTTP side.
+    # Each process holds the model and its batcher; granian's threads serve the HTTP side (CHORUS_PROCESSES).
     server = Granian(
         "service.app:create_app",
         factory=True,
         interface=Interfaces.ASGI,
         address=settings.host,
         port=settings.port,
-        workers=1,
+        workers=settings.processes,
         log_level=settings.log_level.lower(),  # type: ignore[arg-type]
     )
     server.serve()

@@ -43,7 +43,7 @@ RUNPOD_HF_CACHE = Path("/runpod-volume/huggingface-cache/hub")
 #: The batch cap when CHORUS_MAX_BATCH_SIZE is unset. On 2 CPU cores, closed-loop A/Bs through the service
 #: (c=16, 5-6 rounds) had a cap of 4 at 1.04x a cap of 16, no batching at 1.02-1.03x;
 #: at c=4 no batching 0.97x.
-GPU_MAX_BATCH, CPU_MAX_BATCH = 16, 4
+GPU_MAX_BATCH, CPU_MAX_BATCH = 64, 4
 
 
 def _specs(settings: Settings) -> list[tuple[str | None, ModelSpec]]:
@@ -151,6 +151,8 @@ async def bring_up(
     chorus.load_s = time.monotonic() - t0
     if chorus.phase is Phase.LOADING:  # a SIGTERM during the load keeps the server draining
         chorus.phase = Phase.READY
+        if chorus.siblings is not None:
+            chorus.siblings.mark_ready()
     for name, pipeline in pipelines.items():
         info = pipeline.backend.info
         log.info(

@@ -28,8 +28,11 @@ async def start_health_server(
     port: int,
     health: Callable[[], tuple[int, dict[str, str] | None]],
     paths: tuple[str, ...] = ("/ping",),
+    *,
+    shared: bool = False,
 ) -> asyncio.Server:
-    """Serve ``GET`` (and ``HEAD``) on ``paths`` with whatever ``health()`` says at the moment of each request."""
+    """Serve ``GET`` (and ``HEAD``) on ``paths`` with whatever ``health()`` says at the moment of each request;
+    ``shared``: every server process binds the port (SO_REUSEPORT) and the kernel spreads the checks."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -53,6 +56,6 @@ async def start_health_server(
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, host, port)
+    server = await asyncio.start_server(handle, host, port, reuse_port=shared or None)
     log.info("health checks also answered on %s:%d%s", host, port, " and ".join(paths))
     return server

@@ -42,7 +42,7 @@ from inference.audio.formats import StreamEncoder, encode_audio
 from inference.backends.base import Backend
 from inference.errors import InferenceError, QueueFullError
 from inference.text.ssml import SsmlText
-from service.engine import GPU_MAX_BATCH, bring_up
+from service.engine import bring_up
 from service.schemas import GenerateRequest
 from service.settings import Settings
 from service.state import Phase, ServiceState
@@ -209,8 +209,9 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
 
 def concurrency(settings: Settings) -> Callable[[int], int]:
     """How many jobs the SDK may hand this worker at once: enough to fill batches, bounded by the queue."""
-    batch = settings.max_batch_size or GPU_MAX_BATCH  # unset: 32 jobs, over twice even the CPU cap
-    limit = settings.runpod_concurrency or max(1, min(settings.max_queue, 2 * batch))
+    # Unset: 32 jobs, over twice even the CPU cap; a GPU's 64-row batches fill from queue jobs only when
+    # CHORUS_RUNPOD_CONCURRENCY is raised (a job held here waits where the platform could hand it on).
+    limit = settings.runpod_concurrency or max(1, min(settings.max_queue, 2 * (settings.max_batch_size or 16)))
 
     def modifier(current: int) -> int:
         return limit

@@ -65,13 +65,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: CHORUS_MAX_QUEUE_WAIT_S: also refuse (429) a request whose first sentence would wait longer than this
     #: for a batch, judged from the jobs ahead and recent batch times; unset = only CHORUS_MAX_QUEUE bounds it.
     max_queue_wait_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] | None = None
-    #: CHORUS_MAX_BATCH_SIZE: most jobs per forward pass (unset: 16 on a GPU, 4 on CPU, where bigger batches
+    #: CHORUS_MAX_BATCH_SIZE: most jobs per forward pass (unset: 64 on a GPU, 4 on CPU, where bigger batches
     #: measured slower through the service on 2 cores).
     max_batch_size: Positive | None = None
     #: CHORUS_MAX_BATCH_WAIT_MS: how long an idle worker may wait to fill a batch (0 = start at once).
     max_batch_wait_ms: Annotated[float, msgspec.Meta(ge=0, le=10_000)] = 0.0
     #: CHORUS_BATCH_DECODER: auto (batched on CUDA, row by row on CPU), on, off.
     batch_decoder: Literal["auto", "on", "off"] = "auto"
+    #: CHORUS_PROCESSES: server processes, each with its own copy of the model and its own batcher, behind
+    #: one port. One process's event loop and model thread share one interpreter lock, which on a GPU runs
+    #: out well before the GPU does; /ping says ready when every process is.
+    processes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     #: CHORUS_TORCH_THREADS: torch intra-op threads (unset = torch's default).
     torch_threads: Positive | None = None
     #: CHORUS_REQUEST_TIMEOUT_S: a job still queued then is dropped (504); below RunPod's 330 s cut.
@@ -204,6 +208,7 @@ ENV_NAMES: dict[str, str] = {
     "CHORUS_MAX_BATCH_SIZE": "max_batch_size",
     "CHORUS_MAX_BATCH_WAIT_MS": "max_batch_wait_ms",
     "CHORUS_BATCH_DECODER": "batch_decoder",
+    "CHORUS_PROCESSES": "processes",
     "CHORUS_TORCH_THREADS": "torch_threads",
     "CHORUS_LOG_LEVEL": "log_level",
     "CHORUS_DOCS": "docs",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from inference import MicroBatcher
 from inference.backends.base import Backend, SynthesisJob, Voiced
 from inference.speech import SpeechPipeline
 from service.settings import Settings
+from service.siblings import Siblings
 
 __all__ = ["Phase", "ServiceState"]
 
@@ -54,6 +56,8 @@ class ServiceState:
     live_sessions: int = 0
     live_late_s: float = 0.0
     metrics: Any = None  # service.observability.Metrics, set by create_app
+    #: The other server processes' readiness (CHORUS_PROCESSES > 1), else None.
+    siblings: Siblings | None = None
 
     def stats(self) -> dict[str, Any]:
         """Counters for operators (and the tests that prove jobs were dropped)."""
@@ -72,6 +76,8 @@ class ServiceState:
             "live_sessions": self.live_sessions,
             "live_late_s": round(self.live_late_s, 3),
             "threads": threading.active_count(),
+            "pid": os.getpid(),  # with CHORUS_PROCESSES > 1 each process answers for itself
+            "processes": self.settings.processes,
             "tasks": _task_count(),
         }
 
@@ -87,6 +93,8 @@ class ServiceState:
         if self.phase is Phase.LOADING:
             return 204, None
         if self.phase is Phase.READY:
+            if self.siblings is not None and not self.siblings.all_ready():
+                return 204, None  # this process is, another is still loading
             return 200, {"status": "ok"}
         if self.phase is Phase.DRAINING:
             return 503, {"status": "draining", "detail": "the server is shutting down"}

@@ -8,6 +8,7 @@ import json
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
@@ -333,3 +334,23 @@ def test_sigterm_turns_the_health_port_to_503_while_accepted_requests_finish(
         results = [f.result(timeout=60) for f in accepted]
         assert [status for status, _, _ in results] == [200, 200]
         assert server.process.wait(timeout=60) == 0
+
+
+def test_several_processes_serve_one_port_and_are_ready_together(tiny_vits_dir: Path, tmp_path: Path) -> None:
+    health_port = free_port()
+    env = {"CHORUS_MODEL": str(tiny_vits_dir), "CHORUS_PROCESSES": "2", "PORT_HEALTH": str(health_port)}
+    with running_server(tmp_path, env) as server:
+        marks = Path(tempfile.gettempdir()) / f"chorus-ready-{server.process.pid}"
+        assert sorted(p.name.isdigit() for p in marks.iterdir()) == [True, True]  # /ping said 200: both are ready
+        assert http_status(f"http://127.0.0.1:{health_port}/ping") == 200  # both processes bind the health port
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: post(server, {"text": f"process check {i}"}), range(16)))
+        assert [status for status, _, _ in results] == [200] * 16
+        assert all(len(samples(body)) > 0 for _, _, body in results)
+        with urllib.request.urlopen(server.url + "/stats", timeout=10) as response:
+            stats = json.loads(response.read())
+        assert stats["processes"] == 2
+        assert stats["pid"] in {int(p.name) for p in marks.iterdir()}
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+    assert not marks.exists()

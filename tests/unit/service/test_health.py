@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 from inference import MicroBatcher
 from service.settings import Settings
+from service.siblings import Siblings
 from service.state import Phase, ServiceState
 
 
@@ -41,3 +46,36 @@ def test_health_by_phase() -> None:
     assert chorus.health() == (503, {"status": "error", "detail": "model failed to load: /x: no such file"})
     chorus.phase = Phase.DRAINING
     assert chorus.health()[0] == 503
+
+
+def test_ping_says_ready_only_when_every_server_process_is(tmp_path: Path) -> None:
+    directory = tmp_path / "ready"
+    sibling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        own = Siblings(2, directory)
+        other = Siblings(2, directory, pid=sibling.pid)
+        chorus = ServiceState(settings=Settings(processes=2), phase=Phase.READY, siblings=own)
+        own.mark_ready()
+        assert own.ready() == 1
+        assert chorus.health() == (204, None)  # this process is ready, the other still loads
+        other.mark_ready()
+        assert own.ready() == 2
+        assert chorus.health() == (200, {"status": "ok"})
+        sibling.kill()
+        sibling.wait()
+        assert own.ready() == 1  # a dead process's mark does not count...
+        assert chorus.health() == (200, {"status": "ok"})  # ...but once all were ready, a restart is not waited for
+        fresh = Siblings(2, directory)
+        fresh.mark_ready()
+        assert fresh.all_ready() is False  # a process started later counts the marks of the living only
+    finally:
+        sibling.kill()
+        sibling.wait()
+    own.unmark()
+    assert not directory.exists()  # the last one out removes the folder
+
+
+def test_siblings_default_to_a_folder_named_by_the_parent_process() -> None:
+    siblings = Siblings(2)
+    assert siblings.directory.name == f"chorus-ready-{os.getppid()}"
+    assert siblings.pid == os.getpid()
