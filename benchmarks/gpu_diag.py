@@ -2,15 +2,19 @@
 
     python benchmarks/gpu_diag.py [--dtype bf16] [--sizes 31,32,33,64,128] [--profile 32]
     python benchmarks/gpu_diag.py --caps none,1024,4096 [--best-to FILE] [...]
+    python benchmarks/gpu_diag.py --layouts [--dtype bf16] [--sizes 1,8,32,64]
 
 Stages (each timed between device synchronisations, so the total is slower than a real batch): the text
 encoder, the duration predictor, the flow and the vocoder (with the copy to the host). ``--profile N`` lists
-the CUDA kernels that took the most time in a batch of N rows. The cuDNN workspace cap in force
-(PyTorch's ``CUDNN_CONV_WSCAP_DBG``, MiB) is printed. ``--caps`` runs the whole measurement once per cap,
-each in a process of its own (PyTorch reads the cap once), and prints each cap's summed time over the
-sizes; ``--best-to`` writes the fastest cap's value to a file (``none``: uncapped) for a later run to use.
-On an H200 on 2026-11-28 the 32-row batch that had peaked at 75.7 GiB on 2026-11-27 ran at 54 ms in
-2.3 GiB uncapped, and no cap was faster (benchmarks/results/gpu-h200-diag-2026-11-28.log).
+the CUDA kernels that took the most time in a batch of N rows. The cuDNN workspace cap in force (PyTorch's
+``CUDNN_CONV_WSCAP_DBG``, MiB) is printed. ``--caps`` runs the whole measurement once per cap, each in a
+process of its own (PyTorch reads the cap once), and prints each cap's summed time over the sizes; ``--best-
+to`` writes the fastest cap's value to a file (``none``: uncapped) for a later run to use. ``--layouts``
+times the flow and vocoder as 1-D convolutions (the CUDA default) against the CPU path's channels-last 2-D
+ones, interleaved in one process, with the largest sample difference between them at temperature 0: in bf16
+cuDNN runs NHWC kernels and transposes around each 1-D convolution (16 % of a 32-row batch's GPU time on the
+H200, 2026-11-28). On an H200 on 2026-11-28 the 32-row batch that had peaked at 75.7 GiB on 2026-11-27 ran
+at 54 ms in 2.3 GiB uncapped, and no cap was faster (benchmarks/results/gpu-h200-diag-2026-11-28.log).
 """
 
 from __future__ import annotations
@@ -40,9 +44,13 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cpu: a dry run of this script where there is no GPU")
     parser.add_argument("--caps", default="", help="comma-separated cuDNN workspace caps in MiB; none: uncapped")
     parser.add_argument("--best-to", type=Path, default=None, help="with --caps: write the fastest cap here")
+    parser.add_argument("--layouts", action="store_true", help="1-D against channels-last 2-D convolutions")
     args = parser.parse_args()
     if args.caps:
         compare_caps(args)
+        return
+    if args.layouts:
+        compare_layouts(args)
         return
 
     import torch
@@ -133,6 +141,51 @@ def compare_caps(args: argparse.Namespace) -> None:
     print(f"fastest: {best}")
     if args.best_to:
         args.best_to.write_text("100000000" if best == "none" else best)
+
+
+def compare_layouts(args: argparse.Namespace) -> None:
+    """Two backends of the same checkpoint, one with the flow and vocoder as channels-last 2-D convolutions,
+    timed batch size by batch size in alternation, and their outputs compared at temperature 0."""
+    import numpy as np
+    import torch
+
+    from inference.backends import ModelSpec, load_backend
+    from inference.backends.base import SynthesisParams
+    from service.bench.sentences import SENTENCES
+
+    def load(channels_last: bool) -> Any:
+        backend: Any = load_backend(ModelSpec(model=args.model, device=args.device, dtype=args.dtype))
+        if channels_last and not backend._channels_last:
+            backend._cpu_channels_last()
+        backend.batch_decoder = True  # the GPU's batched flow and vocoder, on CPU too for a dry run
+        backend.warmup()
+        return backend
+
+    backends = {"1-D": load(False), "2-D channels-last": load(True)}
+    cuda = torch.device(args.device).type == "cuda"
+    first = next(iter(backends.values()))
+    pool = [job for i, t in enumerate(SENTENCES) for job in first.prepare(t, SynthesisParams(seed=i, temperature=0.0))]
+    dry = " (both channels-last, as the CPU path always is: a dry run)" if first._channels_last else ""
+    print(f"dtype {args.dtype}, device {args.device}{dry}")
+    for size in [int(s) for s in args.sizes.split(",")]:
+        batch = random.Random(size).choices(pool, k=size)
+        times: dict[str, list[float]] = defaultdict(list)
+        outputs: dict[str, list[Any]] = {}
+        for name, backend in backends.items():
+            outputs[name] = backend.synthesize(batch)  # first run of this shape: cuDNN picks its algorithms
+        for _ in range(3):
+            for name, backend in backends.items():
+                if cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                backend.synthesize(batch)
+                if cuda:
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - start)
+        a, b = outputs.values()
+        diff = max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
+        shown = ", ".join(f"{name} {1000 * min(t):.1f} ms" for name, t in times.items())
+        print(f"batch {size:4d}: {shown} (best of 3); max |diff| {diff:.2e}", flush=True)
 
 
 if __name__ == "__main__":
