@@ -77,6 +77,10 @@ def _lifespan(backend: Backend | None) -> Any:
             if batcher is not None:
                 batcher.close()
                 await anyio.to_thread.run_sync(lambda: batcher.stop(drain=True, timeout_s=60.0))
+            for pipeline in chorus.pipelines.values():  # CHORUS_MODEL_PROCESS: the children go too
+                close = getattr(pipeline.backend, "close", None)
+                if callable(close):
+                    await anyio.to_thread.run_sync(close)
 
     return lifespan
 

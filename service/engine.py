@@ -54,7 +54,7 @@ def _specs(settings: Settings) -> list[tuple[str | None, ModelSpec]]:
     return [(language, _model_spec(settings, source, (language,))) for language, source in routes]
 
 
-def _load_backend(spec: ModelSpec) -> Backend:
+def _load_backend(spec: ModelSpec, *, own_process: bool = False) -> Backend:
     # Imported here so that importing the app (and the HTTP-only tests) does not pay for torch.
     from inference.backends import load_backend
 
@@ -62,7 +62,10 @@ def _load_backend(spec: ModelSpec) -> Backend:
         # A RunPod network volume carries the Hugging Face cache: hub ids resolve there, offline.
         os.environ["HF_HUB_CACHE"] = str(RUNPOD_HF_CACHE)
         log.info("using the network volume's Hugging Face cache at %s", RUNPOD_HF_CACHE)
+    if own_process:
+        from inference.backends.remote import ModelProcess
 
+        return ModelProcess.start(spec)
     return load_backend(spec)
 
 
@@ -96,7 +99,8 @@ async def bring_up(
         elif backend is not None:
             models = [(None, backend)]
         else:
-            models = [(language, _load_backend(spec)) for language, spec in _specs(settings)]
+            own = settings.model_process
+            models = [(language, _load_backend(spec, own_process=own)) for language, spec in _specs(settings)]
         for language, model in models:
             model.warmup()
             loaded.append((language, model))

@@ -76,6 +76,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: one port. One process's event loop and model thread share one interpreter lock, which on a GPU runs
     #: out well before the GPU does; /ping says ready when every process is.
     processes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    #: CHORUS_MODEL_PROCESS: run each model in a child process of its own, fed batches by the batcher here;
+    #: this process keeps a CPU copy for preparing text. Off: the model runs on the batcher's thread.
+    model_process: bool = False
     #: CHORUS_TORCH_THREADS: torch intra-op threads (unset = torch's default).
     torch_threads: Positive | None = None
     #: CHORUS_REQUEST_TIMEOUT_S: a job still queued then is dropped (504); below RunPod's 330 s cut.
@@ -209,6 +212,7 @@ ENV_NAMES: dict[str, str] = {
     "CHORUS_MAX_BATCH_WAIT_MS": "max_batch_wait_ms",
     "CHORUS_BATCH_DECODER": "batch_decoder",
     "CHORUS_PROCESSES": "processes",
+    "CHORUS_MODEL_PROCESS": "model_process",
     "CHORUS_TORCH_THREADS": "torch_threads",
     "CHORUS_LOG_LEVEL": "log_level",
     "CHORUS_DOCS": "docs",
@@ -225,7 +229,7 @@ ENV_NAMES: dict[str, str] = {
 _FIELD_TO_ENV = {field: name for name, field in ENV_NAMES.items()}
 _CHORUS_NAMES = [n for n in ENV_NAMES if n.startswith("CHORUS_")]
 _LIST_FIELDS = {"api_keys", "languages", "cors_origins", "models"}
-_BOOL_FIELDS = {"playground"}
+_BOOL_FIELDS = {"playground", "model_process"}
 _OWN_PATHS = {"/", "/generate", "/stats", "/metrics", "/playground", "/v1", "/schema"}
 _OWN_PREFIXES = ("/v1/", "/schema/", "/playground/")
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

@@ -87,6 +87,8 @@ class ServiceState:
         if self.phase is Phase.READY and batcher is not None:
             if not batcher.alive:
                 return 503, {"status": "error", "detail": "the inference worker has stopped"}
+            if any(not getattr(p.backend, "alive", True) for p in self.pipelines.values()):
+                return 503, {"status": "error", "detail": "the model process has stopped"}
             if batcher.busy_for_s > self.settings.watchdog_s:
                 # A batch that never ends: the platform should replace this worker.
                 return 503, {"status": "error", "detail": "the inference worker is stuck"}

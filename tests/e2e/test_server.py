@@ -354,3 +354,44 @@ def test_several_processes_serve_one_port_and_are_ready_together(tiny_vits_dir: 
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=60) == 0
     assert not marks.exists()
+
+
+def _descendants(pid: int) -> set[int]:
+    """Processes below ``pid`` (read from /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and has not exited (an exited child not yet reaped is a zombie, state Z)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_the_model_can_run_in_a_process_of_its_own(tiny_vits_dir: Path, tmp_path: Path) -> None:
+    env = {"CHORUS_MODEL": str(tiny_vits_dir), "CHORUS_MODEL_PROCESS": "1"}
+    with running_server(tmp_path, env) as server:
+        # granian's supervisor, its worker (the app and its batcher), and the worker's model process
+        assert len(_descendants(server.process.pid)) >= 2
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: post(server, {"text": f"model process {i}"}), range(12)))
+        assert [status for status, _, _ in results] == [200] * 12
+        assert all(len(samples(body)) > 0 for _, _, body in results)
+        below = _descendants(server.process.pid)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+    assert not {pid for pid in below if _running(pid)}  # the model process went too
