@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 
 __all__ = [
     "MAX_SEED",
@@ -124,3 +126,37 @@ _ERROR_DESCRIPTIONS = {
     503: "Loading, failed, or shutting down; see Retry-After",
     504: "Deadline passed while queued",
 }
+
+
+def _timed_audio_schema() -> Schema:
+    """The JSON answer of ``/generate`` (and a queue job) with ``timestamps: "word"``."""
+    word = Schema(
+        type=OpenAPIType.OBJECT,
+        required=["word", "start_s", "end_s"],
+        properties={
+            "word": Schema(type=OpenAPIType.STRING),
+            "start_s": Schema(type=OpenAPIType.NUMBER),
+            "end_s": Schema(type=OpenAPIType.NUMBER),
+        },
+    )
+    fields = {
+        "audio": Schema(type=OpenAPIType.STRING, description="the audio file, base64"),
+        "format": Schema(type=OpenAPIType.STRING),
+        "sample_rate": Schema(type=OpenAPIType.INTEGER),
+        "duration_s": Schema(type=OpenAPIType.NUMBER),
+        "seed": Schema(type=OpenAPIType.INTEGER),
+        "batch_size": Schema(type=OpenAPIType.INTEGER),
+        "words": Schema(type=OpenAPIType.ARRAY, items=word),
+    }
+    return Schema(type=OpenAPIType.OBJECT, required=list(fields), properties=fields)  # type: ignore[arg-type]
+
+
+@dataclass
+class TimedAudioOperation(Operation):
+    """An audio route's OpenAPI operation whose 200 may also be JSON: audio and word times (a ResponseSpec
+    holds one media type)."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
+            ok.content["application/json"] = OpenAPIMediaType(schema=_timed_audio_schema())
