@@ -50,7 +50,7 @@ from litestar import Request, Response, WebSocket, post, websocket
 from litestar.exceptions import HTTPException
 from litestar.response import Stream
 
-from inference.audio.formats import StreamEncoder, encode_audio
+from inference.audio.formats import FORMATS, StreamEncoder, encode_audio
 from inference.backends.base import SynthesisParams
 from inference.speech import SpeechPipeline, Spoken, WordTime
 from service.auth import api_key_problem
@@ -64,7 +64,7 @@ from service.live import (
     Said,
     close_after,
 )
-from service.schemas import OpenAIErrorBody, Seed, audio_spec, error_specs
+from service.schemas import OpenAIErrorBody, Seed, answers_also, audio_spec, error_specs
 from service.state import Phase, ServiceState
 from service.synthesis import audio_response, clean_text_off_loop, ready_pipeline, unless_disconnected
 
@@ -236,6 +236,7 @@ _HTTP_ERRORS = error_specs(OpenAIErrorBody, 400, 401, 413, 415, 422, 429, 499, 5
     status_code=200,
     opt=_HTTP_OPT,
     summary="ElevenLabs-compatible text to speech: the whole audio",
+    operation_class=answers_also(*(FORMATS[fmt].media_type for fmt in _FORMATS.values())),
     responses={200: audio_spec("audio/mpeg", "The audio, in output_format (default mp3)"), **_HTTP_ERRORS},
 )
 async def elevenlabs_speech(
@@ -254,6 +255,7 @@ async def elevenlabs_speech(
     status_code=200,
     opt=_HTTP_OPT,
     summary="ElevenLabs-compatible text to speech: the audio streamed as it is made",
+    operation_class=answers_also(*(FORMATS[fmt].media_type for fmt in _FORMATS.values())),
     responses={200: audio_spec("audio/mpeg", "The audio, in output_format (default mp3)"), **_HTTP_ERRORS},
 )
 async def elevenlabs_speech_stream(

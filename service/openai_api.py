@@ -20,13 +20,14 @@ import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.exceptions import HTTPException
 
+from inference.audio.formats import FORMATS
 from inference.backends.base import ModelInfo, SynthesisParams
 from inference.errors import InferenceError, QueueFullError
 from inference.speech import SpeechPipeline
 from service.elevenlabs import ELEVENLABS_HTTP_ROUTES, elevenlabs_multi_stream_input, elevenlabs_stream_input
 from service.errors import client_error, inference_status, request_id
 from service.live import speech_stream_input
-from service.schemas import OpenAIErrorBody, TextFormat, audio_spec, error_specs
+from service.schemas import OpenAIErrorBody, TextFormat, answers_also, audio_spec, error_specs
 from service.state import ServiceState
 from service.synthesis import audio_response, check_format, check_timestamps, clean_text, ready_pipeline
 
@@ -168,6 +169,7 @@ def resolve_voice(info: ModelInfo, voice: str) -> str | None:
     "/audio/speech",
     status_code=200,
     summary="OpenAI-compatible text to speech (streams by default)",
+    operation_class=answers_also(*(spec.media_type for spec in FORMATS.values()), "text/event-stream"),
     responses={
         200: audio_spec("audio/mpeg", "The audio (audio/mpeg unless response_format asks for another)"),
         **error_specs(OpenAIErrorBody, 400, 401, 404, 415, 422, 429, 499, 500, 503, 504),

@@ -8,8 +8,9 @@ import msgspec
 from litestar import MediaType, Request, Response, get, head, post
 from litestar.openapi.datastructures import ResponseSpec
 
+from inference.audio.formats import FORMATS
 from service.observability import CONTENT_TYPE
-from service.schemas import ErrorBody, GenerateRequest, Health, TimedAudioOperation, audio_spec, error_specs
+from service.schemas import ErrorBody, GenerateRequest, Health, answers_also, audio_spec, error_specs
 from service.settings import Settings
 from service.state import ServiceState
 from service.synthesis import (
@@ -87,7 +88,7 @@ def metrics_route(settings: Settings) -> Any:
     "/generate",
     status_code=200,
     summary="Synthesize speech (WAV by default; streamed with stream=true)",
-    operation_class=TimedAudioOperation,
+    operation_class=answers_also(*(spec.media_type for spec in FORMATS.values()), timed=True),
     responses={
         200: audio_spec(
             "audio/wav",

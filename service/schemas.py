@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 
 __all__ = [
     "MAX_SEED",
@@ -151,12 +151,22 @@ def _timed_audio_schema() -> Schema:
     return Schema(type=OpenAPIType.OBJECT, required=list(fields), properties=fields)  # type: ignore[arg-type]
 
 
-@dataclass
-class TimedAudioOperation(Operation):
-    """An audio route's OpenAPI operation whose 200 may also be JSON: audio and word times (a ResponseSpec
-    holds one media type)."""
+def answers_also(*media_types: str, timed: bool = False) -> type[Operation]:
+    """An audio route's OpenAPI operation whose 200 lists every media type it can answer with, beside the
+    one its ResponseSpec names (a ResponseSpec holds one): ``media_types`` as binary, and with ``timed`` the
+    JSON of audio and word times."""
 
-    def __post_init__(self) -> None:
-        ok = (self.responses or {}).get("200")
-        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
-            ok.content["application/json"] = OpenAPIMediaType(schema=_timed_audio_schema())
+    @dataclass
+    class AlsoAnswers(Operation):
+        def __post_init__(self) -> None:
+            ok = (self.responses or {}).get("200")
+            if not isinstance(ok, OpenAPIResponse) or ok.content is None:
+                return
+            for media in media_types:
+                ok.content.setdefault(
+                    media, OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY))
+                )
+            if timed:
+                ok.content["application/json"] = OpenAPIMediaType(schema=_timed_audio_schema())
+
+    return AlsoAnswers
