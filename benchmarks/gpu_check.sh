@@ -4,7 +4,7 @@
 # There: bash benchmarks/gpu_check.sh [gpu_bench.py options]   (carry .gpu and .whl)
 # Prints exactness, raw backend throughput by batch size and precision, and the HTTP service under load.
 #   --compare [compare.py options]: Chorus beside raw, naive FastAPI and LitServe on the GPU (5.4 minutes on an H200
-#       for 7 systems; ~6.5 with the 8 now listed),
+#       for 7 systems; ~6.5 estimated with the 8 now listed),
 #       writing gpu.json, gpu.md and the plots into $OUT (commit them under benchmarks/results/).
 #   --families [gpu_families.py options]: every served family at full size.
 #   --diag [gpu_diag.py options]: time and memory per stage by batch size; --caps compares cuDNN workspace caps.
