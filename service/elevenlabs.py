@@ -39,7 +39,6 @@ import base64
 import contextlib
 import logging
 import re
-import secrets
 import time
 from dataclasses import replace
 from typing import Annotated, Any
@@ -66,7 +65,7 @@ from service.live import (
 )
 from service.schemas import OpenAIErrorBody, Seed, answers_also, audio_spec, error_specs
 from service.state import Phase, ServiceState
-from service.synthesis import audio_response, clean_text_off_loop, ready_pipeline, unless_disconnected
+from service.synthesis import audio_response, clean_text_off_loop, random_seed, ready_pipeline, unless_disconnected
 
 __all__ = [
     "ELEVENLABS_HTTP_ROUTES", "elevenlabs_multi_stream_input", "elevenlabs_stream_input", "output_format",
@@ -219,7 +218,7 @@ async def _request(
     speed = data.voice_settings.speed if data.voice_settings and data.voice_settings.speed else 1.0
     params = SynthesisParams(
         speed=speed,
-        seed=data.seed if data.seed is not None else secrets.randbits(63),
+        seed=data.seed if data.seed is not None else random_seed(),
         voice=voice_id if voice_id in info.voices else None,
         seeded=data.seed is not None,
         timestamps=timestamps and info.word_timestamps,
@@ -395,7 +394,7 @@ def _open(socket: WebSocket[Any, Any, Any], chorus: ServiceState, voice_id: str,
         raise Refused(503, exc.detail, TRY_AGAIN_LATER, retry_after_s=retry) from None
     info = pipeline.backend.info
     params = SynthesisParams(
-        seed=query.seed if query.seed is not None else secrets.randbits(63),
+        seed=query.seed if query.seed is not None else random_seed(),
         voice=voice_id if voice_id in info.voices else None,
         seeded=query.seed is not None,
         timestamps=info.word_timestamps,

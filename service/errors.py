@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import re
 import uuid
 
@@ -45,8 +46,15 @@ def request_id(scope: Scope) -> str:
     known = state.get("request_id")
     if not isinstance(known, str):
         supplied = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), b"").decode("latin-1")
-        known = state["request_id"] = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        known = state["request_id"] = supplied if _REQUEST_ID.match(supplied) else new_request_id()
     return known
+
+
+def new_request_id() -> str:
+    """32 hex digits (a version-4 UUID) from the process's own generator, not ``uuid4``: its
+    ``os.urandom`` is a system call that lets go of the interpreter lock on every request (see
+    ``service.synthesis.random_seed``). An id only has to be unique, not unguessable."""
+    return uuid.UUID(int=random.getrandbits(128), version=4).hex
 
 
 class UnprocessableError(HTTPException):

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -47,7 +46,15 @@ from service.auth import api_key_problem
 from service.errors import inference_status
 from service.schemas import SampleRate, Seed, Speed, Temperature
 from service.state import Phase, ServiceState
-from service.synthesis import check_format, check_timestamps, clean_text, plain_text, ready_pipeline, word_events
+from service.synthesis import (
+    check_format,
+    check_timestamps,
+    clean_text,
+    plain_text,
+    random_seed,
+    ready_pipeline,
+    word_events,
+)
 
 __all__ = [
     "POLICY_VIOLATION", "TRY_AGAIN_LATER", "ClientMessage", "LiveConfig", "LiveSession", "Refused", "Said",
@@ -215,7 +222,7 @@ def _open(socket: WebSocket[Any, Any, Any], chorus: ServiceState) -> LiveSession
     params = SynthesisParams(
         temperature=config.temperature,
         speed=config.speed,
-        seed=config.seed if config.seed is not None else secrets.randbits(63),
+        seed=config.seed if config.seed is not None else random_seed(),
         voice=voice,
         seeded=config.seed is not None,
         timestamps=timestamps,

@@ -12,7 +12,6 @@ Errors take OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Annotated, Any, Literal
 
@@ -29,7 +28,7 @@ from service.errors import client_error, inference_status, request_id
 from service.live import speech_stream_input
 from service.schemas import OpenAIErrorBody, TextFormat, answers_also, audio_spec, error_specs
 from service.state import ServiceState
-from service.synthesis import audio_response, check_format, check_timestamps, clean_text, ready_pipeline
+from service.synthesis import audio_response, check_format, check_timestamps, clean_text, random_seed, ready_pipeline
 
 __all__ = ["OPENAI_MODEL_ALIASES", "OPENAI_VOICES", "openai_route_error", "openai_router"]
 
@@ -191,7 +190,7 @@ async def create_speech(data: SpeechRequest, request: Request[Any, Any, Any], ch
     except HTTPException as exc:
         param = next((p for p in ("response_format", "timestamps") if exc.detail.startswith(p)), "input")
         raise OpenAIError(exc.status_code, exc.detail, param=param) from None
-    seed = data.seed if data.seed is not None else secrets.randbits(63)
+    seed = data.seed if data.seed is not None else random_seed()
     params = SynthesisParams(
         temperature=data.temperature,
         speed=data.speed,

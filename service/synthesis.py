@@ -6,7 +6,7 @@ import asyncio
 import base64
 import contextlib
 import json
-import secrets
+import random
 import unicodedata
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import replace
@@ -28,7 +28,7 @@ from service.state import Phase, ServiceState
 
 __all__ = [
     "audio_response", "check_format", "check_generate_timestamps", "check_timestamps", "clean_text",
-    "clean_text_off_loop", "generate_params", "pipeline_for_language", "plain_text", "ready_pipeline",
+    "clean_text_off_loop", "generate_params", "pipeline_for_language", "plain_text", "random_seed", "ready_pipeline",
     "served_language", "word_events",
 ]  # fmt: skip
 
@@ -61,13 +61,24 @@ def pipeline_for_language(chorus: ServiceState, language: str) -> SpeechPipeline
     raise UnprocessableError(f"language {language!r} is not served; served languages: {', '.join(routes)}")
 
 
+def random_seed() -> int:
+    """A seed for a request that names none: 63 random bits from the process's own generator.
+
+    Not ``secrets``: seeds are no secret (``X-Seed`` returns them), and ``os.urandom`` is a system call that
+    lets go of the interpreter lock; while the model thread holds it (launching GPU work) the event loop
+    then waits for it back, on every request. Python reseeds this generator in a forked child, so granian's
+    worker processes draw different seeds.
+    """
+    return random.getrandbits(63)
+
+
 def generate_params(data: GenerateRequest) -> SynthesisParams:
     """The synthesis parameters of a ``/generate`` body (or a queue job): a random seed unless one is given.
     Check ``timestamps`` against the model first (``check_generate_timestamps``)."""
     return SynthesisParams(
         temperature=data.temperature,
         speed=data.speed,
-        seed=data.seed if data.seed is not None else secrets.randbits(63),
+        seed=data.seed if data.seed is not None else random_seed(),
         voice=data.voice or data.speaker,
         seeded=data.seed is not None,
         timestamps=data.timestamps == "word",
