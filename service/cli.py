@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 from service.settings import ENV_NAMES, Settings, SettingsError
 
@@ -57,7 +60,13 @@ def _serve(args: argparse.Namespace) -> int:
     from granian import Granian
     from granian.constants import Interfaces
 
+    from service.engine import start_model_servers
+
     # Each process holds the model and its batcher; granian's threads serve the HTTP side (CHORUS_PROCESSES).
+    # With CHORUS_MODEL_PROCESS too, they share one model process per model, started here, before them.
+    shared = settings.model_process and settings.processes > 1
+    folder = Path(tempfile.mkdtemp(prefix="chorus-models-")) if shared else None
+    servers = start_model_servers(settings, folder) if folder is not None else []
     server = Granian(
         "service.app:create_app",
         factory=True,
@@ -67,7 +76,13 @@ def _serve(args: argparse.Namespace) -> int:
         workers=settings.processes,
         log_level=settings.log_level.lower(),  # type: ignore[arg-type]
     )
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        for model_server in servers:
+            model_server.stop()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 

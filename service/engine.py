@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from inference import MicroBatcher
 from inference.backends import ModelSpec
@@ -19,7 +20,7 @@ from inference.speech import SpeechPipeline
 from service.settings import Settings
 from service.state import Phase, ServiceState
 
-__all__ = ["CPU_MAX_BATCH", "GPU_MAX_BATCH", "RUNPOD_HF_CACHE", "bring_up"]
+__all__ = ["CPU_MAX_BATCH", "GPU_MAX_BATCH", "MODEL_SERVERS_ENV", "RUNPOD_HF_CACHE", "bring_up", "start_model_servers"]
 
 log = logging.getLogger("chorus")
 
@@ -54,19 +55,48 @@ def _specs(settings: Settings) -> list[tuple[str | None, ModelSpec]]:
     return [(language, _model_spec(settings, source, (language,))) for language, source in routes]
 
 
-def _load_backend(spec: ModelSpec, *, own_process: bool = False) -> Backend:
+#: Set by ``chorus serve`` for its workers when they share model processes (``start_model_servers``): the
+#: folder of their sockets. Not a setting (the name has no CHORUS_ prefix for that reason).
+MODEL_SERVERS_ENV = "_CHORUS_MODEL_SERVERS"
+
+
+def use_hub_cache_volume() -> None:
+    """A RunPod network volume carries the Hugging Face cache: hub ids resolve there, offline."""
+    if "HF_HUB_CACHE" not in os.environ and RUNPOD_HF_CACHE.is_dir():
+        os.environ["HF_HUB_CACHE"] = str(RUNPOD_HF_CACHE)
+        log.info("using the network volume's Hugging Face cache at %s", RUNPOD_HF_CACHE)
+
+
+def _load_backend(spec: ModelSpec, *, own_process: bool = False, index: int = 0) -> Backend:
     # Imported here so that importing the app (and the HTTP-only tests) does not pay for torch.
     from inference.backends import load_backend
 
-    if "HF_HUB_CACHE" not in os.environ and RUNPOD_HF_CACHE.is_dir():
-        # A RunPod network volume carries the Hugging Face cache: hub ids resolve there, offline.
-        os.environ["HF_HUB_CACHE"] = str(RUNPOD_HF_CACHE)
-        log.info("using the network volume's Hugging Face cache at %s", RUNPOD_HF_CACHE)
+    use_hub_cache_volume()
     if own_process:
         from inference.backends.remote import ModelProcess
 
+        shared = os.environ.get(MODEL_SERVERS_ENV)
+        if shared:
+            return ModelProcess.connect(spec, str(Path(shared) / f"model-{index}"))
         return ModelProcess.start(spec)
     return load_backend(spec)
+
+
+def start_model_servers(settings: Settings, folder: Path) -> list[Any]:
+    """One shared model process per model (``CHORUS_MODEL_PROCESS`` with ``CHORUS_PROCESSES`` > 1), listening
+    in ``folder``; the workers find it through ``MODEL_SERVERS_ENV``. Their batches merge there up to the
+    batch cap (``CHORUS_MAX_BATCH_SIZE``, or its default for the device)."""
+    from inference.backends.remote import ModelServer
+
+    use_hub_cache_volume()
+    cap = settings.max_batch_size
+    rows = (cap or GPU_MAX_BATCH, cap or CPU_MAX_BATCH)
+    servers = [
+        ModelServer.start(spec, str(folder / f"model-{index}"), rows)
+        for index, (_, spec) in enumerate(_specs(settings))
+    ]
+    os.environ[MODEL_SERVERS_ENV] = str(folder)
+    return servers
 
 
 def _unique_names(loaded: list[tuple[str | None, Backend]]) -> list[str]:
@@ -100,7 +130,10 @@ async def bring_up(
             models = [(None, backend)]
         else:
             own = settings.model_process
-            models = [(language, _load_backend(spec, own_process=own)) for language, spec in _specs(settings)]
+            models = [
+                (language, _load_backend(spec, own_process=own, index=index))
+                for index, (language, spec) in enumerate(_specs(settings))
+            ]
         for language, model in models:
             model.warmup()
             loaded.append((language, model))

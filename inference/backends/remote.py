@@ -11,6 +11,12 @@ One batch crosses the pipe at a time (the batcher runs one at a time): the jobs 
 audio comes back as arrays. An exception in the child comes back and is raised here (a CUDA out-of-memory
 keeps its message, so the batcher still halves its batches); if the child dies, every later batch fails at
 once and ``alive`` turns false (``/ping`` answers 503, so the platform replaces the worker).
+
+With several server processes (``CHORUS_PROCESSES``) the model process is shared: ``chorus serve`` starts
+one ``ModelServer`` per model before granian's workers, and each worker connects to it (``connect``)
+instead of starting its own. The server runs one batch at a time and merges the batches that wait for it
+(up to ``merge_rows`` rows that share a batch key) into one forward pass, so every worker's event loop
+feeds one model on one device: many interpreters for the HTTP side, one CUDA context, full batches.
 """
 
 from __future__ import annotations
@@ -18,10 +24,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
+import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Hashable, Sequence
 from dataclasses import replace
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Client, Connection, Listener
 from typing import Any
 
 import numpy as np
@@ -30,7 +40,7 @@ import numpy.typing as npt
 from inference.backends.base import Backend, ModelInfo, SynthesisJob, SynthesisParams, Voiced, timed_synthesis
 from inference.errors import ModelLoadError
 
-__all__ = ["ModelProcess", "ModelProcessError"]
+__all__ = ["ModelProcess", "ModelProcessError", "ModelServer"]
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +53,11 @@ class ModelProcess:
     """A backend whose batches run in a child process; everything else runs on a local CPU copy."""
 
     def __init__(self, local: Backend, process: Any, connection: Connection, info: ModelInfo) -> None:
-        self._local = local
+        #: The child this process started, or None when it shares a ``ModelServer`` started by ``chorus serve``.
         self._process = process
+        #: Rows in the forward pass that ran this process's last batch (more than its own when merged).
+        self.last_rows = 0
+        self._local = local
         self._connection = connection
         self._info = info
         self._lock = threading.Lock()
@@ -61,21 +74,49 @@ class ModelProcess:
         local = load_backend(replace(spec, device="cpu", dtype="fp32", batch_decoder=None))
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
-        process = context.Process(target=_serve, args=(spec, child), name="chorus-model", daemon=True)
+        process = context.Process(target=_serve, args=(spec, child, None, (1, 1)), name="chorus-model", daemon=True)
         process.start()
         child.close()
         try:
-            status, payload = parent.recv()
-        except (EOFError, OSError) as exc:
-            process.join(timeout=5)
-            raise ModelLoadError(f"the model process exited while loading (exit code {process.exitcode})") from exc
-        if status != "ready":
+            backend = cls._handshake(local, process, parent)
+        except ModelLoadError:
             process.join(timeout=30)
+            raise
+        log.info("model process %d serves %s on %s", process.pid, backend.info.name, backend.info.device)
+        return backend
+
+    @classmethod
+    def connect(cls, spec: Any, address: str, timeout_s: float = 60.0) -> ModelProcess:
+        """Load ``spec`` on the CPU here (text preparation) and connect to the ``ModelServer`` listening at
+        ``address``; returns once it has loaded its model (it may still be loading when this starts)."""
+        from inference.backends import load_backend
+
+        local = load_backend(replace(spec, device="cpu", dtype="fp32", batch_decoder=None))
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                connection = Client(address)
+                break
+            except (FileNotFoundError, ConnectionRefusedError) as exc:  # not listening yet
+                if time.monotonic() > deadline:
+                    raise ModelLoadError(f"no model process listens at {address}") from exc
+                time.sleep(0.1)
+        backend = cls._handshake(local, None, connection)
+        log.info("sharing the model process at %s: %s on %s", address, backend.info.name, backend.info.device)
+        return backend
+
+    @classmethod
+    def _handshake(cls, local: Backend, process: Any, connection: Connection) -> ModelProcess:
+        try:
+            status, payload = connection.recv()
+        except (EOFError, OSError) as exc:
+            code = "" if process is None else f" (exit code {process.exitcode})"
+            raise ModelLoadError(f"the model process exited while loading{code}") from exc
+        if status != "ready":
             raise ModelLoadError(f"the model process could not load the model: {payload}")
         info, memory = payload
-        backend = cls(local, process, parent, info)
+        backend = cls(local, process, connection, info)
         backend._memory = memory
-        log.info("model process %d serves %s on %s", process.pid, info.name, info.device)
         return backend
 
     # ------------------------------------------------------------------ what runs here
@@ -106,8 +147,9 @@ class ModelProcess:
         return self._dead is None
 
     @property
-    def pid(self) -> int:
-        return int(self._process.pid)
+    def pid(self) -> int | None:
+        """The child's pid, when this process started it."""
+        return None if self._process is None else int(self._process.pid)
 
     # ------------------------------------------------------------------ what runs there
 
@@ -117,12 +159,13 @@ class ModelProcess:
                 raise ModelProcessError(self._dead)
             try:
                 self._connection.send(("run", list(jobs)))
-                status, payload, memory = self._connection.recv()
+                status, payload, memory, rows = self._connection.recv()
             except (EOFError, OSError) as exc:
-                self._dead = f"the model process stopped (exit code {self._process.exitcode})"
+                code = "" if self._process is None else f" (exit code {self._process.exitcode})"
+                self._dead = f"the model process stopped{code}"
                 log.error("%s", self._dead)
                 raise ModelProcessError(self._dead) from exc
-        self._memory = memory
+        self._memory, self.last_rows = memory, rows
         if status == "error":
             raise payload
         return payload  # type: ignore[no-any-return]
@@ -131,12 +174,15 @@ class ModelProcess:
         return [voiced.audio for voiced in self.synthesize_timed(jobs)]
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Ask the child to exit and wait for it (then stop it)."""
+        """Ask the child to exit and wait for it (then stop it); a shared one is only let go of."""
         with self._lock:
-            if self._dead is None:
+            if self._dead is None and self._process is not None:
                 with contextlib.suppress(OSError):
                     self._connection.send(("stop", None))
-                self._dead = "the model process was closed"
+            self._dead = "the model process was closed"
+        if self._process is None:
+            self._connection.close()
+            return
         self._process.join(timeout=timeout_s)
         if self._process.is_alive():
             self._process.kill()
@@ -144,30 +190,151 @@ class ModelProcess:
         self._connection.close()
 
 
-def _serve(spec: Any, connection: Connection) -> None:
-    """The child: load and warm the model, then run each batch it is sent until told to stop."""
+class ModelServer:
+    """One model process for all of ``chorus serve``'s worker processes (started by its supervisor)."""
+
+    def __init__(self, process: Any, address: str) -> None:
+        self.process = process
+        self.address = address
+
+    @classmethod
+    def start(cls, spec: Any, address: str, merge_rows: tuple[int, int]) -> ModelServer:
+        """Spawn the server; it listens at ``address`` at once and loads the model in the background.
+        ``merge_rows``: the most rows of merged batches on a GPU and on the CPU."""
+        context = multiprocessing.get_context("spawn")
+        process = context.Process(
+            target=_serve, args=(spec, None, address, merge_rows), name="chorus-model-server", daemon=True
+        )
+        process.start()
+        return cls(process, address)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the server (the workers' connections see it go)."""
+        self.process.terminate()
+        self.process.join(timeout=timeout_s)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=timeout_s)
+
+
+def _serve(spec: Any, connection: Connection | None, address: str | None, merge_rows: tuple[int, int]) -> None:
+    """The model's process: load and warm the model, then run batches until told to stop (``connection``:
+    the one parent that started it) or killed (``address``: a server shared by every worker, whose waiting
+    batches are merged up to ``merge_rows`` rows: on a GPU, on the CPU)."""
     from inference.backends import load_backend
 
+    requests: queue.Queue[tuple[Connection, Any]] = queue.Queue()
+    loaded = threading.Event()
+    hello: list[Any] = []
+    if address is not None:
+        listener = Listener(address)  # at once: workers may connect while the model loads
+        threading.Thread(target=_accept, args=(listener, requests, loaded, hello), daemon=True).start()
+        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
         backend = load_backend(spec)
         backend.warmup()
         run = timed_synthesis(backend)
     except Exception as exc:
-        connection.send(("error", f"{type(exc).__name__}: {exc}"))
-        return
-    connection.send(("ready", (backend.info, _memory(backend))))
+        hello.append(("error", f"{type(exc).__name__}: {exc}"))
+        loaded.set()
+        if connection is not None:
+            connection.send(hello[0])
+            return
+        threading.Event().wait()  # a shared server answers every worker with the failure until stopped
+    hello.append(("ready", (backend.info, _memory(backend))))
+    most_rows = merge_rows[0] if backend.info.device.startswith("cuda") else merge_rows[1]
+    loaded.set()
+    if connection is not None:
+        connection.send(hello[0])
+        threading.Thread(target=_read, args=(connection, requests, True), daemon=True).start()
+    waiting: deque[tuple[Connection, Any]] = deque()
+    while True:
+        if not waiting:
+            waiting.append(requests.get())
+        with contextlib.suppress(queue.Empty):
+            while True:
+                waiting.append(requests.get_nowait())
+        first_conn, first = waiting.popleft()
+        if first is None:  # the parent that started it said stop (or went away)
+            return
+        group = [(first_conn, first)]
+        key = backend.batch_key(first[0]) if first else None
+        rows = len(first)
+        kept: deque[tuple[Connection, Any]] = deque()
+        for conn, jobs in waiting:
+            if jobs and rows + len(jobs) <= most_rows and backend.batch_key(jobs[0]) == key:
+                group.append((conn, jobs))
+                rows += len(jobs)
+            else:
+                kept.append((conn, jobs))  # for the next pass, in the order they came
+        waiting = kept
+        for conn, reply in _run_group(run, backend, group):
+            with contextlib.suppress(OSError):  # a worker that went away misses its answer
+                conn.send(reply)
+
+
+def _run_group(
+    run: Any, backend: Backend, group: list[tuple[Connection, list[SynthesisJob]]]
+) -> list[tuple[Connection, tuple[str, Any, dict[str, int], int]]]:
+    """One forward pass for the group's batches; if it fails, each batch alone (so a failure is its own)."""
+    rows = sum(len(jobs) for _, jobs in group)
+    if len(group) > 1:
+        try:
+            voiced = run([job for _, jobs in group for job in jobs])
+        except Exception:
+            return [reply for item in group for reply in _run_group(run, backend, [item])]
+        memory, out, start = _memory(backend), [], 0
+        for conn, jobs in group:
+            out.append((conn, ("ok", voiced[start : start + len(jobs)], memory, rows)))
+            start += len(jobs)
+        return out
+    conn, jobs = group[0]
+    try:
+        return [(conn, ("ok", run(jobs), _memory(backend), rows))]
+    except Exception as exc:
+        return [(conn, ("error", _portable(exc), _memory(backend), rows))]
+
+
+def _accept(
+    listener: Listener, requests: queue.Queue[tuple[Connection, Any]], loaded: threading.Event, hello: list[Any]
+) -> None:
+    while True:
+        try:
+            connection = listener.accept()
+        except OSError:
+            continue
+        threading.Thread(target=_greet_and_read, args=(connection, requests, loaded, hello), daemon=True).start()
+
+
+def _greet_and_read(
+    connection: Connection, requests: queue.Queue[tuple[Connection, Any]], loaded: threading.Event, hello: list[Any]
+) -> None:
+    loaded.wait()
+    with contextlib.suppress(OSError):
+        connection.send(hello[0])  # nothing else is sent on it before its first batch
+    if hello[0][0] == "ready":
+        _read(connection, requests, False)
+
+
+def _read(connection: Connection, requests: queue.Queue[tuple[Connection, Any]], owner: bool) -> None:
+    """Queue every batch a connection sends; the owner's ``stop`` (or its going away) stops the server."""
     while True:
         try:
             command, jobs = connection.recv()
         except (EOFError, OSError):
-            return  # the parent went away
+            command, jobs = "stop", None
         if command == "stop":
+            if owner:
+                requests.put((connection, None))
             return
-        try:
-            reply: tuple[str, Any, dict[str, int]] = ("ok", run(jobs), _memory(backend))
-        except Exception as exc:
-            reply = ("error", _portable(exc), _memory(backend))
-        connection.send(reply)
+        requests.put((connection, jobs))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A shared server outlives no supervisor, even one killed outright."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _memory(backend: Backend) -> dict[str, int]:

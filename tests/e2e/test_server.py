@@ -403,3 +403,26 @@ def test_the_model_can_run_in_a_process_of_its_own(tiny_vits_dir: Path, tmp_path
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=60) == 0
     assert not {pid for pid in below if _running(pid)}  # the model process went too
+
+
+def test_processes_share_one_model_process(tiny_vits_dir: Path, tmp_path: Path) -> None:
+    env = {"CHORUS_MODEL": str(tiny_vits_dir), "CHORUS_MODEL_PROCESS": "1", "CHORUS_PROCESSES": "2"}
+    with running_server(tmp_path, env) as server:
+        below = _descendants(server.process.pid)
+        # The supervisor started one model process (its direct child); neither worker started its own.
+        spawned = [pid for pid in below if b"spawn_main" in _cmdline(pid)]
+        assert len(spawned) == 1
+        assert _parent(spawned[0]) == server.process.pid
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: post(server, {"text": f"shared model {i}"}), range(16)))
+        assert [status for status, _, _ in results] == [200] * 16
+        assert all(len(samples(body)) > 0 for _, _, body in results)
+        folders = list(Path(tempfile.gettempdir()).glob("chorus-models-*"))
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+    assert not {pid for pid in below if _running(pid)}  # the model process went too
+    assert not [folder for folder in folders if folder.exists()]
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
