@@ -195,3 +195,21 @@ def _client(address: str) -> Any:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def test_workers_see_a_dead_shared_model_process(tiny_vits_dir: Path, tmp_path: Path) -> None:
+    address = str(tmp_path / "model-0")
+    server = ModelServer.start(ModelSpec(model=str(tiny_vits_dir), device="cpu"), address, (4, 4))
+    try:
+        workers = [_connect(tiny_vits_dir, address) for _ in range(2)]
+        jobs = workers[0].prepare("hello", SynthesisParams(seed=1))
+        assert len(workers[0].synthesize(jobs)[0]) > 0
+        server.process.kill()
+        server.process.join(timeout=10)
+        for worker in workers:
+            with pytest.raises(ModelProcessError, match="stopped"):
+                worker.synthesize(jobs)
+            assert not worker.alive  # → /ping 503 in every worker
+            worker.close()
+    finally:
+        server.stop()
