@@ -380,6 +380,15 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def _still_running(pids: set[int], wait_s: float = 15.0) -> set[int]:
+    """Those of ``pids`` still running after up to ``wait_s`` (multiprocessing's resource tracker, for one,
+    exits a moment after the process that started it)."""
+    deadline = time.monotonic() + wait_s
+    while (running := {pid for pid in pids if _running(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return running
+
+
 def _running(pid: int) -> bool:
     """Whether ``pid`` exists and has not exited (an exited child not yet reaped is a zombie, state Z)."""
     try:
@@ -402,7 +411,7 @@ def test_the_model_can_run_in_a_process_of_its_own(tiny_vits_dir: Path, tmp_path
         below = _descendants(server.process.pid)
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=60) == 0
-    assert not {pid for pid in below if _running(pid)}  # the model process went too
+    assert not _still_running(below)  # the model process went too
 
 
 def test_processes_share_one_model_process(tiny_vits_dir: Path, tmp_path: Path) -> None:
@@ -420,7 +429,7 @@ def test_processes_share_one_model_process(tiny_vits_dir: Path, tmp_path: Path) 
         folders = list(Path(tempfile.gettempdir()).glob("chorus-models-*"))
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=60) == 0
-    assert not {pid for pid in below if _running(pid)}  # the model process went too
+    assert not _still_running(below)  # the model process went too
     assert not [folder for folder in folders if folder.exists()]
 
 
