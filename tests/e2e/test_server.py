@@ -416,6 +416,7 @@ def test_the_model_can_run_in_a_process_of_its_own(tiny_vits_dir: Path, tmp_path
 
 def test_processes_share_one_model_process(tiny_vits_dir: Path, tmp_path: Path) -> None:
     env = {"CHORUS_MODEL": str(tiny_vits_dir), "CHORUS_MODEL_PROCESS": "1", "CHORUS_PROCESSES": "2"}
+    earlier = set(Path(tempfile.gettempdir()).glob("chorus-models-*"))  # left by other runs, if any
     with running_server(tmp_path, env) as server:
         below = _descendants(server.process.pid)
         # The supervisor started one model process (its direct child); neither worker started its own.
@@ -426,7 +427,8 @@ def test_processes_share_one_model_process(tiny_vits_dir: Path, tmp_path: Path) 
             results = list(pool.map(lambda i: post(server, {"text": f"shared model {i}"}), range(16)))
         assert [status for status, _, _ in results] == [200] * 16
         assert all(len(samples(body)) > 0 for _, _, body in results)
-        folders = list(Path(tempfile.gettempdir()).glob("chorus-models-*"))
+        folders = set(Path(tempfile.gettempdir()).glob("chorus-models-*")) - earlier
+        assert len(folders) == 1  # the model process's socket folder
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=60) == 0
     assert not _still_running(below)  # the model process went too
