@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from inference import MicroBatcher
 from inference.backends import ModelSpec
@@ -19,6 +19,9 @@ from inference.backends.base import Backend, SynthesisJob, Voiced, timed_synthes
 from inference.speech import SpeechPipeline
 from service.settings import Settings
 from service.state import Phase, ServiceState
+
+if TYPE_CHECKING:
+    from inference.backends.remote import ModelServer
 
 __all__ = ["CPU_MAX_BATCH", "GPU_MAX_BATCH", "MODEL_SERVERS_ENV", "RUNPOD_HF_CACHE", "bring_up", "start_model_servers"]
 
@@ -82,7 +85,7 @@ def _load_backend(spec: ModelSpec, *, own_process: bool = False, index: int = 0)
     return load_backend(spec)
 
 
-def start_model_servers(settings: Settings, folder: Path) -> list[Any]:
+def start_model_servers(settings: Settings, folder: Path) -> list[ModelServer]:
     """One shared model process per model (``CHORUS_MODEL_PROCESS`` with ``CHORUS_PROCESSES`` > 1), listening
     in ``folder``; the workers find it through ``MODEL_SERVERS_ENV``. Their batches merge there up to the
     batch cap (``CHORUS_MAX_BATCH_SIZE``, or its default for the device)."""

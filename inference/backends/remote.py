@@ -101,7 +101,11 @@ class ModelProcess:
                 if time.monotonic() > deadline:
                     raise ModelLoadError(f"no model process listens at {address}") from exc
                 time.sleep(0.1)
-        backend = cls._handshake(local, None, connection)
+        try:
+            backend = cls._handshake(local, None, connection)
+        except ModelLoadError:
+            connection.close()
+            raise
         log.info("sharing the model process at %s: %s on %s", address, backend.info.name, backend.info.device)
         return backend
 
