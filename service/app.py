@@ -30,6 +30,7 @@ from service.auth import require_api_key
 from service.engine import bring_up
 from service.errors import exception_handlers, http_error, request_id
 from service.health import start_health_server
+from service.logs import BatchedStreamHandler
 from service.observability import Metrics, observability_middleware
 from service.openai_api import openai_route_error, openai_router
 from service.playground import playground_routers
@@ -81,6 +82,8 @@ def _lifespan(backend: Backend | None) -> Any:
                 close = getattr(pipeline.backend, "close", None)
                 if callable(close):
                     await anyio.to_thread.run_sync(close)
+            for handler in logging.getLogger().handlers:  # the batched log handler's last lines, now
+                handler.flush()
 
     return lifespan
 
@@ -268,7 +271,12 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         before_send=[_send_request_id],
         # Litestar configures the root logger itself (at INFO unless told): it must get the operator's level,
         # or CHORUS_LOG_LEVEL=WARNING would still write an access-log line per request.
-        logging_config=LoggingConfig(root={"level": settings.log_level, "handlers": ["queue_listener"]}),
+        logging_config=LoggingConfig(
+            root={"level": settings.log_level, "handlers": ["chorus"]},
+            # Litestar's own queue handler costs the event loop a formatted copy and a thread wake-up per line.
+            handlers={"chorus": {"()": BatchedStreamHandler, "formatter": "standard"}},
+            loggers={"litestar": {"level": "INFO", "handlers": ["chorus"], "propagate": False}},
+        ),
         state=State({"chorus": chorus}),
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=_openapi_config(settings),

@@ -11,6 +11,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
+from service.logs import BatchedStreamHandler
 from service.settings import Settings
 from tests.helpers import ping_after_loading
 
@@ -99,6 +100,8 @@ async def test_log_level_setting_reaches_the_access_log(tiny_backend: Any) -> No
         async with AsyncTestClient(app) as chatty:
             await ping_after_loading(chatty)
             assert logging.getLogger("chorus.access").isEnabledFor(logging.INFO)
+            # ... through the handler that does not cost the event loop a thread wake-up per line
+            assert [type(h) for h in root.handlers] == [BatchedStreamHandler]
     finally:
         root.setLevel(level)
         root.handlers[:] = handlers
