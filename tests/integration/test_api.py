@@ -298,6 +298,11 @@ async def test_every_configured_key_is_accepted(keyed_client: AsyncTestClient[An
 async def test_the_key_is_checked_before_the_body(keyed_client: AsyncTestClient[Any]) -> None:
     response = await keyed_client.post("/generate", content=b"not json", headers={"Content-Type": "application/json"})
     assert response.status_code == 401
+    compressed = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    body = gzip.compress(b'{"text": "hello"}')
+    assert (await keyed_client.post("/generate", content=body, headers=compressed)).status_code == 401
+    keyed = {**compressed, "X-API-Key": KEY}
+    assert (await keyed_client.post("/generate", content=body, headers=keyed)).status_code == 415
 
 
 async def test_the_schema_follows_the_same_key_rule(keyed_client: AsyncTestClient[Any]) -> None:
