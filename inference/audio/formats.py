@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from inference.audio.g711 import pcm16_to_alaw, pcm16_to_mulaw
-from inference.audio.wav import float_to_pcm16, wav_header
+from inference.audio.wav import float_to_pcm16, pcm16, wav_header
 
 __all__ = ["FORMATS", "AudioFormat", "StreamEncoder", "encode_audio", "resample"]
 
@@ -163,9 +163,12 @@ def encode_audio(
     if fmt in ("wav", "pcm"):
         rate = target_rate_hz or source_rate_hz
         parts = list(chunks)
-        audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-        pcm = float_to_pcm16(resample(audio, source_rate_hz, rate))
-        return (wav_header(rate, len(pcm)) + pcm if fmt == "wav" else pcm), rate
+        # One sentence (most requests) is converted as it is: its copy into one array would be wasted.
+        audio = (parts[0] if len(parts) == 1 else np.concatenate(parts)) if parts else np.zeros(0, np.float32)
+        samples = pcm16(resample(audio, source_rate_hz, rate))
+        if fmt == "pcm":
+            return samples.tobytes(), rate
+        return b"".join((wav_header(rate, samples.nbytes), samples.data)), rate
     encoder = StreamEncoder(fmt, source_rate_hz, target_rate_hz)
     out = io.BytesIO()
     for chunk in chunks:

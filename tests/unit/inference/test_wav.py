@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from inference.audio import float_to_pcm16, wav_bytes, wav_header
+from inference.audio.formats import encode_audio
 
 
 def test_wav_bytes_parse_back_with_the_wave_module() -> None:
@@ -43,3 +44,18 @@ def test_streaming_header_marks_sizes_unknown() -> None:
 def test_header_refuses_impossible_values(rate: int, size: int) -> None:
     with pytest.raises(ValueError, match="must"):
         wav_header(rate, size)
+
+
+def test_nan_becomes_silence_and_infinities_full_scale() -> None:
+    pcm = np.frombuffer(float_to_pcm16(np.array([np.nan, 0.5, np.inf, -np.inf, np.nan], np.float32)), dtype="<i2")
+    assert pcm.tolist() == [0, 16384, 32767, -32767, 0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wav_and_raw_pcm_from_one_chunk_or_several_are_the_same_samples(dtype: type) -> None:
+    audio = (np.sin(np.linspace(0, 60 * np.pi, 3000)) * 0.7).astype(dtype)
+    whole = wav_bytes(audio, 16000)
+    assert encode_audio([audio.astype(np.float32)], "wav", 16000)[0] == whole
+    assert encode_audio([audio[:1000].astype(np.float32), audio[1000:].astype(np.float32)], "wav", 16000)[0] == whole
+    assert encode_audio([audio.astype(np.float32)], "pcm", 16000) == (whole[44:], 16000)
+    assert encode_audio([], "wav", 16000)[0] == wav_bytes(np.zeros(0, np.float32), 16000)
