@@ -128,6 +128,8 @@ async def clean_text_off_loop(
 
 
 def _without_controls(text: str) -> str:
+    if text.isprintable():  # no control, format or separator character but the space: nothing to change
+        return text
     return "".join(
         " " if ch in "\r\n\t\v\f" else ch for ch in text if ch in "\r\n\t\v\f" or unicodedata.category(ch)[0] != "C"
     )

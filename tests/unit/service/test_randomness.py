@@ -51,3 +51,10 @@ def test_forked_workers_draw_different_seeds() -> None:
     os.waitpid(pid, 0)
     assert child[0] != str(random_seed())
     assert child[1] != new_request_id()
+
+
+def test_request_ids_are_version_4_uuids_in_every_bit() -> None:
+    for _ in range(200):
+        value = uuid.UUID(hex=new_request_id())
+        assert value.version == 4
+        assert value.variant == uuid.RFC_4122
