@@ -66,3 +66,29 @@ def test_hostile_markup_is_handled_in_one_pass() -> None:
         "a 🎉" * 30_000,
     ):
         assert isinstance(speakable_markdown(hostile), str)
+
+
+def _inline_every_pass(line: str) -> str:
+    """``_inline`` without its shortcuts: every pattern over every line (what the shortcuts must agree with)."""
+    from inference.text import markdown as md
+
+    line = md._without_emoji(line)
+    for pattern, group in (
+        (md._IMAGE, r"\1"), (md._LINK, r"\1"), (md._AUTOLINK, r"\1"), (md._CODE, r"\1"), (md._STRONG, r"\2"),
+        (md._STAR, r"\1"), (md._UNDERSCORE, r"\1"), (md._STRIKE, r"\1"),
+    ):  # fmt: skip
+        line = pattern.sub(group, line)
+    return md._SPACES.sub(" ", line).strip()
+
+
+_MARKUP = st.sampled_from([
+    "*", "**", "_", "__", "~~", "`", "[", "](", ")", "![", "<", ">", "<https://x.io>", "<mailto:a@b.io>", "[a](b)",
+    " ", "  ", "\t", "a", "word", "snake_case", "5 * 3", "🙂", "\ufe0f", "\u20e3", "é", "1.",
+])  # fmt: skip
+
+
+@given(st.lists(_MARKUP, max_size=24).map("".join))
+def test_the_inline_shortcuts_change_nothing(line: str) -> None:
+    from inference.text.markdown import _inline
+
+    assert _inline(line) == _inline_every_pass(line)
