@@ -130,8 +130,7 @@ def _spawn(code: str, args: argparse.Namespace) -> dict[str, float]:
     command = [sys.executable, __file__, "--one-run", "--code", code, "--model", args.model,
                "--concurrency", str(args.concurrency), "--requests", str(args.requests),
                "--zero-model" if args.zero_model else "--real-model"]  # fmt: skip
-    env = {**os.environ, "CHORUS_LOG_LEVEL": os.environ.get("CHORUS_LOG_LEVEL", "INFO")}
-    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=True).stdout
+    out = subprocess.run(command, capture_output=True, text=True, timeout=900, check=True).stdout
     line = next(line for line in out.splitlines() if line.startswith("RESULT "))
     return json.loads(line.removeprefix("RESULT "))  # type: ignore[no-any-return]
 

@@ -1,10 +1,10 @@
 """A log handler that writes from its own thread, a batch of lines at a time.
 
 Litestar's default handler (a ``QueueHandler`` and its listener) formats each record on the calling
-thread, copies it, and wakes the listener thread for every line: about 0.2-0.4 ms of the event loop's
-time per access-log line on a 2-core machine, 15-20 % of what a ``/generate`` request costs the loop.
-Here the calling thread only appends the record to a deque; a writer thread wakes every
-``interval_s`` (at once for warnings and errors), formats what has gathered and writes it in one call.
+thread, copies it, and wakes the listener thread for every line: ~45 us of the calling thread a line
+(~58 us of the whole process) on a 2-core AMD EPYC VM, against ~18 us (~26 us) here. The calling thread
+only appends the record to a deque; a writer thread wakes every ``interval_s`` (at once for warnings and
+errors), formats what has gathered and writes it in one call.
 """
 
 from __future__ import annotations
