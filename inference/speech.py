@@ -410,25 +410,30 @@ class _LiveItem:
 _NO_AUDIO = np.zeros(0, dtype=np.float32)
 
 
-def soften_edges(audio: npt.NDArray[np.float32], rate_hz: int, fade_s: float = 0.004) -> npt.NDArray[np.float32]:
+def soften_edges(
+    audio: npt.NDArray[np.float32], rate_hz: int, fade_s: float = 0.004, *, in_place: bool = False
+) -> npt.NDArray[np.float32]:
     """Fade a chunk's first and last few milliseconds in and out (raised cosine).
 
     Sentences already start and end near silence; the fade makes sure no join between two chunks can
-    step (click), streamed or not.
+    step (click), streamed or not. ``in_place``: into ``audio`` itself when it may be written (the caller
+    owns it), sparing a copy of the whole chunk to change a few milliseconds of it.
     """
     n = min(int(rate_hz * fade_s), len(audio) // 2)
     if n < 2:
         return audio
     ramp = _ramp(n)
-    out = audio.copy()
+    out = audio if in_place and audio.flags.writeable else audio.copy()
     out[:n] *= ramp
     out[-n:] *= ramp[::-1]
     return out
 
 
 def as_sent(job: SynthesisJob, voiced: Voiced, rate_hz: int) -> Chunk:
-    """A job's audio as it is sent (edges softened, pauses added), with its words' times when it has them."""
-    audio = with_pauses(job, soften_edges(voiced.audio, rate_hz), rate_hz)
+    """A job's audio as it is sent (edges softened, pauses added), with its words' times when it has them.
+
+    ``voiced`` is handed over: its audio is the job's own (see ``Voiced``) and is faded where it lies."""
+    audio = with_pauses(job, soften_edges(voiced.audio, rate_hz, in_place=True), rate_hz)
     if not job.words or voiced.token_samples is None:
         return Chunk(audio)
     # A token's audio starts where the durations of the tokens before it end (the model's own boundaries).

@@ -104,7 +104,8 @@ class Backend(Protocol):
         ...
 
     def synthesize(self, jobs: Sequence[SynthesisJob]) -> list[npt.NDArray[np.float32]]:
-        """Synthesize a batch; returns one mono float32 waveform per job, each trimmed to its own length."""
+        """Synthesize a batch; returns one mono float32 waveform per job, each trimmed to its own length and
+        its own (the receiver may change it in place; see ``Voiced``)."""
         ...
 
     def warmup(self) -> None:
@@ -114,7 +115,10 @@ class Backend(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Voiced:
-    """A job's audio, with how many samples each of its tokens lasted when the model can tell."""
+    """A job's audio, with how many samples each of its tokens lasted when the model can tell.
+
+    The audio is the job's own (no other job's result shares its memory): whoever receives it may change it
+    in place, as the edge fade does. A backend that must keep its buffer hands it out read-only or copied."""
 
     audio: npt.NDArray[np.float32]
     #: One count per token of the job (they add up to the audio's length); ``None`` for families whose

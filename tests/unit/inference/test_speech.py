@@ -12,7 +12,7 @@ import pytest
 
 from inference import InvalidTextError, MicroBatcher
 from inference.backends.base import SynthesisJob, SynthesisParams, Voiced, timed_synthesis
-from inference.speech import SpeechPipeline
+from inference.speech import SpeechPipeline, as_sent, soften_edges
 from inference.text.ssml import parse_ssml
 
 NUMBERS = "one two three four five six seven eight nine ten"
@@ -187,3 +187,23 @@ async def test_ssml_breaks_are_exact_silence_and_rates_are_speeds(pipeline: tupl
     assert sum(len(c) for c in kept.chunks) == len(first) + len(second) + round(1.5 * rate)
     streamed = [done.value.audio async for done in await speech.open_stream(around_emoji, params, "en")]
     np.testing.assert_allclose(np.concatenate(streamed), np.concatenate(kept.chunks), atol=1e-4)
+
+
+def test_a_jobs_audio_is_faded_where_it_lies_and_a_read_only_one_is_copied() -> None:
+    rate = 16_000
+    job = SynthesisJob(token_ids=np.arange(3, dtype=np.int64))
+    own = np.ones(rate, dtype=np.float32)
+    sent = as_sent(job, Voiced(own), rate)
+    assert sent.audio is own  # no copy of the whole chunk to change 4 ms at each end
+    assert (own[0], own[-1], own[rate // 2]) == (0.0, 0.0, 1.0)
+
+    kept = np.ones(rate, dtype=np.float32)
+    kept.flags.writeable = False  # a backend's own buffer
+    sent = as_sent(job, Voiced(kept), rate)
+    assert not np.shares_memory(sent.audio, kept)
+    assert (sent.audio[0], kept[0]) == (0.0, 1.0)
+
+    alone = np.ones(rate, dtype=np.float32)
+    faded = soften_edges(alone, rate)  # without in_place the caller's array stays as it was
+    assert (faded[0], alone[0]) == (0.0, 1.0)
+    np.testing.assert_array_equal(faded, sent.audio)
