@@ -16,13 +16,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
-import anyio
 import numpy as np
 import numpy.typing as npt
 
 from inference.backends.base import Backend, SynthesisJob, SynthesisParams, Voiced
 from inference.batcher import BatchGroup, Completed, MicroBatcher
 from inference.errors import InvalidTextError, QueueFullError
+from inference.offload import off_loop
 from inference.text import split_sentences
 from inference.text.lexicon import Lexicon
 from inference.text.ssml import Segment, SsmlText
@@ -196,7 +196,7 @@ class SpeechPipeline:
                 unsaid, per_sentence = self._unsaid_and_prepare(text, params, language)
             else:
                 # Busy: in a worker thread, where the phonemizer's C code runs beside the loop.
-                unsaid, per_sentence = await anyio.to_thread.run_sync(self._unsaid_and_prepare, text, params, language)
+                unsaid, per_sentence = await off_loop(self._unsaid_and_prepare, text, params, language)
             jobs = [job for group in per_sentence for job in group]
             done = await self.batcher.run(jobs, deadline=deadline)
         finally:
@@ -224,11 +224,11 @@ class SpeechPipeline:
         as an async iterator of chunk results, in text order."""
         deadline = time.monotonic() + self.request_timeout_s
         self.batcher.check_admission()
-        sentences = await anyio.to_thread.run_sync(self._sentences, text, params, language)
+        sentences = await off_loop(self._sentences, text, params, language)
         pending = deque(sentences)
         first: list[SynthesisJob] = []
         while pending and not first:
-            first = await anyio.to_thread.run_sync(self._prepare_next, pending, 0)
+            first = await off_loop(self._prepare_next, pending, 0)
         if not first:
             raise InvalidTextError
         group = BatchGroup(progressive=True)
@@ -261,7 +261,7 @@ class SpeechPipeline:
         try:
             while in_flight:
                 while pending and len(in_flight) < self.stream_window:
-                    jobs = await anyio.to_thread.run_sync(self._prepare_next, pending, next_index)
+                    jobs = await off_loop(self._prepare_next, pending, next_index)
                     if jobs:
                         next_index += len(jobs)
                         in_flight.append((asyncio.ensure_future(self._submit(jobs, group, deadline)), jobs))
@@ -323,7 +323,7 @@ class LiveSpeech:
         if len(text) <= _INLINE_PREPARE_CHARS:
             jobs = self._prepare(text)
         else:
-            jobs = await anyio.to_thread.run_sync(self._prepare, text)
+            jobs = await off_loop(self._prepare, text)
         if generation != self.generation:
             return  # cleared while it was being prepared
         if not jobs:

@@ -43,7 +43,6 @@ import time
 from dataclasses import replace
 from typing import Annotated, Any
 
-import anyio
 import msgspec
 from litestar import Request, Response, WebSocket, post, websocket
 from litestar.exceptions import HTTPException
@@ -51,6 +50,7 @@ from litestar.response import Stream
 
 from inference.audio.formats import FORMATS, StreamEncoder, encode_audio
 from inference.backends.base import SynthesisParams
+from inference.offload import off_loop
 from inference.speech import SpeechPipeline, Spoken, WordTime
 from service.auth import api_key_problem
 from service.live import (
@@ -294,7 +294,7 @@ async def elevenlabs_speech_timed(
     pipeline.batcher.check_admission()
     result = await unless_disconnected(request, pipeline.synthesize(text, params, language))
     source_rate = pipeline.backend.info.sample_rate_hz
-    body, _ = await anyio.to_thread.run_sync(encode_audio, result.chunks, fmt, source_rate, rate)
+    body, _ = await off_loop(encode_audio, result.chunks, fmt, source_rate, rate)
     aligned = http_alignment(result.words, result.samples / source_rate)
     return TimedAudio(base64.b64encode(body).decode("ascii"), aligned, aligned)
 

@@ -33,7 +33,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-import anyio
 import msgspec
 import numpy as np
 from litestar.exceptions import HTTPException
@@ -41,6 +40,7 @@ from litestar.exceptions import HTTPException
 from inference.audio.formats import StreamEncoder, encode_audio
 from inference.backends.base import Backend
 from inference.errors import InferenceError, QueueFullError
+from inference.offload import off_loop
 from inference.text.ssml import SsmlText
 from service.engine import bring_up
 from service.schemas import GenerateRequest
@@ -145,9 +145,7 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
                 result = await when_admitted(
                     lambda: pipeline.synthesize(text, params, request.language), chorus.settings.request_timeout_s
                 )
-                body, rate = await anyio.to_thread.run_sync(
-                    encode_audio, result.chunks, fmt, rate_in, request.sample_rate
-                )
+                body, rate = await off_loop(encode_audio, result.chunks, fmt, rate_in, request.sample_rate)
                 if len(body) > MAX_OUTPUT_BYTES:
                     yield {
                         "error": f"the audio is {len(body)} bytes, over the {MAX_OUTPUT_BYTES} a response may "
@@ -165,7 +163,7 @@ def make_handler(chorus: ServiceState) -> Callable[[dict[str, Any]], AsyncIterat
                     **_notes(text, result.unsaid),
                 }
                 return
-            unsaid = await anyio.to_thread.run_sync(pipeline.unsayable, plain_text(text))
+            unsaid = await off_loop(pipeline.unsayable, plain_text(text))
             chunks = await when_admitted(
                 lambda: pipeline.open_stream(text, params, request.language), chorus.settings.request_timeout_s
             )

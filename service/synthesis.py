@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import replace
 from typing import Any, TypeVar
 
-import anyio
 import numpy as np
 from litestar import Request, Response
 from litestar.response import Stream
 
 from inference.audio.formats import FORMATS, StreamEncoder, encode_audio, media_type
 from inference.backends.base import ModelInfo, SynthesisParams
+from inference.offload import off_loop
 from inference.speech import SpeechPipeline, WordTime
 from inference.text import speakable_markdown
 from inference.text.ssml import SsmlError, SsmlText, looks_like_ssml, parse_ssml
@@ -124,7 +124,7 @@ async def clean_text_off_loop(
     """``clean_text``, in a worker thread when the text is long."""
     if len(text) <= _INLINE_CLEAN_CHARS or len(text) > limit:
         return clean_text(text, limit, field, text_format=text_format)
-    return await anyio.to_thread.run_sync(lambda: clean_text(text, limit, field, text_format=text_format))
+    return await off_loop(lambda: clean_text(text, limit, field, text_format=text_format))
 
 
 def _without_controls(text: str) -> str:
@@ -241,7 +241,7 @@ async def audio_response(
         if fmt in ("wav", "pcm") and sample_rate_hz in (None, source_rate) and result.samples <= _INLINE_ENCODE_SAMPLES:
             body, rate = encode_audio(result.chunks, fmt, source_rate)
         else:
-            body, rate = await anyio.to_thread.run_sync(encode_audio, result.chunks, fmt, source_rate, sample_rate_hz)
+            body, rate = await off_loop(encode_audio, result.chunks, fmt, source_rate, sample_rate_hz)
         media = media_type(fmt)
         if params.timestamps:  # the audio and its words' times in one JSON body (a queue job's output shape)
             timed = {
@@ -267,7 +267,7 @@ async def audio_response(
         return Response(body, media_type=media, headers=headers)
 
     pipeline.batcher.check_admission()  # under overload, refuse before any work on the text
-    unsaid = await anyio.to_thread.run_sync(pipeline.unsayable, plain)
+    unsaid = await off_loop(pipeline.unsayable, plain)
     chunks = await pipeline.open_stream(text, params, language)  # overload and bad text refused here
     encoder = StreamEncoder(fmt, source_rate, sample_rate_hz)
 
