@@ -209,8 +209,7 @@ class MicroBatcher(Generic[T, R]):
         with self._cond:
             leftovers = list(self._queue)
             self._queue.clear()
-        for job in leftovers:
-            _resolve(job, exception=BatcherStoppedError("the server is shutting down"))
+        _resolve_all([(job, BatcherStoppedError("the server is shutting down")) for job in leftovers])
 
     # ------------------------------------------------------------------ state
 
@@ -386,8 +385,7 @@ class MicroBatcher(Generic[T, R]):
                 self._accepting = False
                 leftovers = list(self._queue)
                 self._queue.clear()
-            for job in leftovers:
-                _resolve(job, exception=BatcherStoppedError("the inference worker stopped"))
+            _resolve_all([(job, BatcherStoppedError("the inference worker stopped")) for job in leftovers])
 
     def _next_batch(self) -> list[_Job[T, R]] | None:
         with self._cond:
@@ -446,15 +444,19 @@ class MicroBatcher(Generic[T, R]):
         if not any(job.abandoned or self._late(job, now, expected) for job in self._queue):
             return
         kept: deque[_Job[T, R]] = deque()
+        late: list[_Job[T, R]] = []
         for job in self._queue:
             if job.abandoned:
                 self.jobs_dropped_abandoned += 1
             elif self._late(job, now, expected):
                 self.jobs_dropped_deadline += 1
-                _resolve(job, exception=DeadlineExceededError("the request could not be served before its deadline"))
+                late.append(job)
             else:
                 kept.append(job)
         self._queue = kept
+        _resolve_all([
+            (job, DeadlineExceededError("the request could not be served before its deadline")) for job in late
+        ])  # fmt: skip
 
     @staticmethod
     def _late(job: _Job[T, R], now: float, expected_s: float) -> bool:
@@ -504,7 +506,7 @@ class MicroBatcher(Generic[T, R]):
                 log.warning("out of memory with %d rows: batch size capped at %d", len(batch), self._oom_cap)
             if len(batch) == 1:
                 log.error("synthesis failed for one job: %s", type(exc).__name__, exc_info=exc)
-                _resolve(batch[0], exception=SynthesisError("synthesis failed"))
+                _resolve_all([(batch[0], SynthesisError("synthesis failed"))])
                 return
             half = len(batch) // 2
             self._run_isolated(batch[:half])
@@ -512,17 +514,10 @@ class MicroBatcher(Generic[T, R]):
             return
         inference_s = time.monotonic() - t0
         self._batch_seq += 1
-        for job, value in zip(batch, results, strict=True):
-            _resolve(
-                job,
-                result=Completed(
-                    value=value,
-                    batch_size=len(batch),
-                    queue_s=job.started_at - job.enqueued_at,
-                    inference_s=inference_s,
-                    batch_id=self._batch_seq,
-                ),
-            )
+        _resolve_all([
+            (job, Completed(value, len(batch), job.started_at - job.enqueued_at, inference_s, self._batch_seq))
+            for job, value in zip(batch, results, strict=True)
+        ])  # fmt: skip
 
 
 def _order(job: _Job[Any, Any], horizon: float) -> tuple[bool, float]:
@@ -536,16 +531,25 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()[:200]
 
 
-def _resolve(job: _Job[T, R], *, result: Completed[R] | None = None, exception: BaseException | None = None) -> None:
-    def apply() -> None:
-        if job.future.done():
-            return
-        if exception is not None:
-            job.future.set_exception(exception)
-        else:
-            assert result is not None
-            job.future.set_result(result)
+def _resolve_all(outcomes: Sequence[tuple[_Job[Any, Any], Completed[Any] | BaseException]]) -> None:
+    """Settle each job's future with its result or exception: one hand-off to each event loop for all of
+    them, not one a job. Each ``call_soon_threadsafe`` wakes the loop through a socket write, which lets go
+    of the GIL: on the worker thread (a GPU's critical path) every release may cost a wait to get it back."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job[Any, Any], Completed[Any] | BaseException]]]
+    by_loop = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, settled in by_loop.items():
+        # A closed loop raises RuntimeError: then nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, settled)
 
-    # A closed loop raises RuntimeError: then nobody is waiting any more.
-    with contextlib.suppress(RuntimeError):
-        job.loop.call_soon_threadsafe(apply)
+
+def _settle(outcomes: list[tuple[_Job[Any, Any], Completed[Any] | BaseException]]) -> None:
+    for job, outcome in outcomes:
+        if job.future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            job.future.set_exception(outcome)
+        else:
+            job.future.set_result(outcome)

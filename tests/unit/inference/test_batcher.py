@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -87,6 +88,34 @@ async def test_jobs_gather_while_a_batch_runs_and_are_sorted_by_length(runner: S
     assert runner.batches == [["first"], ["a", "bb", "ccc"]]
     assert [d.batch_size for d in done] == [1, 3, 3, 3]
     assert [d.value for d in done] == ["FIRST", "CCC", "A", "BB"]
+    batcher.stop()
+
+
+async def test_a_batchs_results_reach_the_loop_in_one_hand_off(
+    runner: ScriptedRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = asyncio.get_running_loop()
+    hand_offs: list[object] = []
+    original = loop.call_soon_threadsafe
+
+    def counted(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            hand_offs.append(callback)
+        return original(callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+    batcher = make(runner)
+    runner.gate.clear()
+    first = asyncio.ensure_future(batcher.submit(Item("first")))
+    await _wait_for(runner.entered)
+    waiting = [asyncio.ensure_future(batcher.submit(Item(t))) for t in ("a", "b", "c", "d")]
+    await asyncio.sleep(0.05)
+    hand_offs.clear()
+    runner.gate.set()
+    done = await asyncio.gather(first, *waiting)
+    assert [d.value for d in done] == ["FIRST", "A", "B", "C", "D"]
+    assert runner.batches[1] == ["a", "b", "c", "d"]
+    assert len(hand_offs) == 2  # the batch of one, then the batch of four: one wake-up of the loop each
     batcher.stop()
 
 
