@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -73,7 +74,9 @@ def _lifespan(backend: Backend | None) -> Any:
             if chorus.siblings is not None:
                 chorus.siblings.unmark()
             if not loader.done():
-                loader.cancel()
+                loader.cancel()  # still loading: bring_up waits for the model thread (bounded), see there
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loader
             batcher = chorus.batcher
             if batcher is not None:
                 batcher.close()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from inference import MicroBatcher
 from inference.backends import ModelSpec
 from inference.backends.base import Backend, SynthesisJob, Voiced, timed_synthesis
+from inference.offload import off_loop
 from inference.speech import SpeechPipeline
 from service.settings import Settings
 from service.state import Phase, ServiceState
@@ -164,6 +165,12 @@ async def bring_up(
     )
     try:
         await asyncio.wrap_future(batcher.start(setup))
+    except asyncio.CancelledError:
+        # Shut down while loading: the worker thread is inside torch (loading or warming up). Were the
+        # interpreter to exit under it, the process would abort ("terminate called without an active
+        # exception", exit code 134) instead of exiting 0, so it is let finish, up to the drain timeout.
+        await asyncio.shield(off_loop(lambda: batcher.stop(drain=False, timeout_s=settings.drain_timeout_s)))
+        raise
     except Exception as exc:  # an escaping exception would kill the lifespan: record it instead
         chorus.failure = f"model failed to load: {exc}"
         chorus.phase = Phase.FAILED

@@ -68,6 +68,23 @@ class GatedBackend:
         self.inner.warmup()
 
 
+async def test_a_shutdown_while_loading_waits_for_the_model_thread(tiny_backend: Any) -> None:
+    """A process that exits with its model thread inside torch aborts (exit code 134), not 0."""
+    loading = GatedBackend(tiny_backend)
+    warmed = threading.Event()
+    original = loading.warmup
+
+    def warmup() -> None:
+        original()
+        warmed.set()
+
+    loading.warmup = warmup  # type: ignore[method-assign]
+    async with AsyncTestClient(create_app(Settings(), backend=loading)) as test_client:
+        assert (await test_client.get("/ping")).status_code == 204
+        threading.Timer(0.3, loading.gate.set).start()  # the warm-up ends while the app shuts down
+    assert warmed.is_set()  # the shutdown waited for it
+
+
 async def test_ping_is_a_bare_204_while_loading_then_200(tiny_backend: Any) -> None:
     gated = GatedBackend(tiny_backend)
     app = create_app(Settings(), backend=gated)  # type: ignore[arg-type]
