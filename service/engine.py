@@ -13,10 +13,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio
+
 from inference import MicroBatcher
 from inference.backends import ModelSpec
 from inference.backends.base import Backend, SynthesisJob, Voiced, timed_synthesis
-from inference.offload import off_loop
 from inference.speech import SpeechPipeline
 from service.settings import Settings
 from service.state import Phase, ServiceState
@@ -169,7 +170,8 @@ async def bring_up(
         # Shut down while loading: the worker thread is inside torch (loading or warming up). Were the
         # interpreter to exit under it, the process would abort ("terminate called without an active
         # exception", exit code 134) instead of exiting 0, so it is let finish, up to the drain timeout.
-        await asyncio.shield(off_loop(lambda: batcher.stop(drain=False, timeout_s=settings.drain_timeout_s)))
+        # anyio's hand-off, not off_loop: cancelled again, it still waits for the thread.
+        await anyio.to_thread.run_sync(lambda: batcher.stop(drain=False, timeout_s=settings.drain_timeout_s))
         raise
     except Exception as exc:  # an escaping exception would kill the lifespan: record it instead
         chorus.failure = f"model failed to load: {exc}"
