@@ -7,6 +7,7 @@
 #       for 7 systems; ~7 estimated with the 9 now listed: 2 and 4 processes share one model process),
 #       writing gpu.json, gpu.md and the plots into $OUT (commit them under benchmarks/results/).
 #   --families [gpu_families.py options]: every served family at full size.
+#   --host [loop_cost.py options]: the host side alone (handoff_cost.py, loop_cost.py), ~1 minute.
 #   --diag [gpu_diag.py options]: time and memory per stage by batch size; --caps compares cuDNN workspace caps.
 #   --live [chorus bench options]: voice agents over the live WebSocket at 16-512 real-time streams (~2.5 min, estimated),
 #       writing gpu-live.json and gpu-live.md into $OUT (CHORUS_DTYPE and the like pass through to the server).
@@ -58,6 +59,14 @@ PING
     --system chorus-live --concurrency 16,64,256,512 --duration 30 --warmup 5 --out "${OUT:-/tmp}/gpu-live.json" "$@" \
     2>&1 | tee /tmp/gpu_live.log
   kill -TERM $server; wait $server
+  exit
+fi
+if [ "${1:-}" = "--host" ]; then
+  # The host side alone, no GPU work (~1 minute): what the model thread's hand-off to a busy event loop costs,
+  # and what a request costs the loop (the forward pass replaced by silence), on this machine's CPU.
+  shift
+  python3 benchmarks/handoff_cost.py --rows 64 --rounds 40 2>/dev/null | tee "${OUT:-/tmp}/gpu_host.log"
+  python3 benchmarks/loop_cost.py --model "$PWD/.gpu/voice" --runs 2 "$@" 2>/dev/null | tee -a "${OUT:-/tmp}/gpu_host.log"
   exit
 fi
 if [ "${1:-}" = "--families" ]; then shift; python3 benchmarks/gpu_families.py "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_families.log"; exit; fi
