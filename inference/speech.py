@@ -13,8 +13,9 @@ import contextlib
 import functools
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -31,9 +32,13 @@ __all__ = ["Chunk", "LiveSpeech", "SpeechPipeline", "SpeechResult", "Spoken", "W
 
 _MAX_SEED = 2**63 - 1
 _GOLDEN = 0x9E3779B97F4A7C15
-#: A request alone on the pipeline with at most this much text is prepared on the event loop.
+#: Text up to this long is prepared (sentences, phonemes) on the event loop, longer text in a worker thread.
+#: A thread buys no parallelism here: the frontends are Python, and Piper's espeak-ng bridge holds the GIL
+#: while it phonemizes. It costs a hand-off each way and a thread contending for the GIL, so only text long
+#: enough to hold up the loop's other requests for a while goes there.
 _INLINE_PREPARE_CHARS = 400
 _MIN_SPEED, _MAX_SPEED = 0.25, 4.0
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,13 @@ class _Sentence:
     params: SynthesisParams
     pause_before_s: float = 0.0
     pause_after_s: float = 0.0
+
+
+async def _prepared(chars: int, prepare: Callable[..., _T], *args: Any) -> _T:
+    """``prepare(*args)``: right here for up to ``_INLINE_PREPARE_CHARS`` of text, else in a worker thread."""
+    if chars <= _INLINE_PREPARE_CHARS:
+        return prepare(*args)
+    return await off_loop(prepare, *args)
 
 
 def job_seed(seed: int, index: int) -> int:
@@ -111,8 +123,6 @@ class SpeechPipeline:
         self.request_timeout_s = request_timeout_s
         #: Stamped on every job, so that a batcher shared by several models knows whose job it is.
         self.model_key = model_key
-        #: Whole requests between arrival and result (event loop only).
-        self._requests = 0
         #: Words said differently (CHORUS_LEXICON), applied to every sentence before the model's frontend.
         self.lexicon = lexicon
 
@@ -189,18 +199,10 @@ class SpeechPipeline:
         """All chunks of a request, admitted together (or refused together with ``QueueFullError``)."""
         deadline = time.monotonic() + self.request_timeout_s
         self.batcher.check_admission()  # overload is refused before the text costs any work
-        self._requests += 1
-        try:
-            if self._requests == 1 and isinstance(text, str) and len(text) <= _INLINE_PREPARE_CHARS:
-                # Alone: prepared right here, no trip to a thread and back (two wake-ups of the loop).
-                unsaid, per_sentence = self._unsaid_and_prepare(text, params, language)
-            else:
-                # Busy: in a worker thread, where the phonemizer's C code runs beside the loop.
-                unsaid, per_sentence = await off_loop(self._unsaid_and_prepare, text, params, language)
-            jobs = [job for group in per_sentence for job in group]
-            done = await self.batcher.run(jobs, deadline=deadline)
-        finally:
-            self._requests -= 1
+        plain = text.text if isinstance(text, SsmlText) else text
+        unsaid, per_sentence = await _prepared(len(plain), self._unsaid_and_prepare, text, params, language)
+        jobs = [job for group in per_sentence for job in group]
+        done = await self.batcher.run(jobs, deadline=deadline)
         return replace(_result(jobs, done, self.backend.info.sample_rate_hz), unsaid=unsaid)
 
     def _unsaid_and_prepare(
@@ -224,11 +226,11 @@ class SpeechPipeline:
         as an async iterator of chunk results, in text order."""
         deadline = time.monotonic() + self.request_timeout_s
         self.batcher.check_admission()
-        sentences = await off_loop(self._sentences, text, params, language)
-        pending = deque(sentences)
+        plain = text.text if isinstance(text, SsmlText) else text
+        pending = deque(await _prepared(len(plain), self._sentences, text, params, language))
         first: list[SynthesisJob] = []
         while pending and not first:
-            first = await off_loop(self._prepare_next, pending, 0)
+            first = await _prepared(len(pending[0].text), self._prepare_next, pending, 0)
         if not first:
             raise InvalidTextError
         group = BatchGroup(progressive=True)
@@ -261,7 +263,7 @@ class SpeechPipeline:
         try:
             while in_flight:
                 while pending and len(in_flight) < self.stream_window:
-                    jobs = await off_loop(self._prepare_next, pending, next_index)
+                    jobs = await _prepared(len(pending[0].text), self._prepare_next, pending, next_index)
                     if jobs:
                         next_index += len(jobs)
                         in_flight.append((asyncio.ensure_future(self._submit(jobs, group, deadline)), jobs))
@@ -320,10 +322,7 @@ class LiveSpeech:
         if not self._admitted:
             pipeline.batcher.check_admission()  # a session is refused before its text costs any work
         generation = self.generation
-        if len(text) <= _INLINE_PREPARE_CHARS:
-            jobs = self._prepare(text)
-        else:
-            jobs = await off_loop(self._prepare, text)
+        jobs = await _prepared(len(text), self._prepare, text)
         if generation != self.generation:
             return  # cleared while it was being prepared
         if not jobs:

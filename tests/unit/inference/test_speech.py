@@ -78,30 +78,38 @@ async def test_a_stream_closed_early_drops_its_remaining_sentences(pipeline: tup
     assert speech.batcher.jobs_dropped_abandoned >= 1
 
 
-async def test_a_lone_request_is_prepared_on_the_loop_and_concurrent_ones_in_threads(
+async def test_short_text_is_prepared_on_the_loop_and_long_text_in_a_thread(
     pipeline: tuple[SpeechPipeline, list[int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from inference.speech import _INLINE_PREPARE_CHARS
+
     speech, _ = pipeline
     threads: list[int] = []
-    prepare = speech.prepare
+    prepare = speech.backend.prepare
 
-    def recording_prepare(text: str, params: SynthesisParams, language: str) -> list[list[SynthesisJob]]:
+    def recording_prepare(text: str, params: SynthesisParams) -> list[SynthesisJob]:
         threads.append(threading.get_ident())
-        return prepare(text, params, language)
+        return prepare(text, params)
 
-    monkeypatch.setattr(speech, "prepare", recording_prepare)
+    monkeypatch.setattr(speech.backend, "prepare", recording_prepare)
     loop_thread = threading.get_ident()
-    alone = await speech.synthesize("Hello there.", SynthesisParams(seed=1), "en")
-    assert threads == [loop_thread]  # no trip to a thread and back for a request alone
     params = SynthesisParams(seed=1)
+    alone = await speech.synthesize("Hello there.", params, "en")
     together = await asyncio.gather(*(speech.synthesize("Hello there.", params, "en") for _ in range(3)))
-    assert threads[0] == loop_thread
-    assert threads[1] == loop_thread  # the first of the three found the pipeline idle
-    assert all(t != loop_thread for t in threads[2:])  # the others, while it waited, went to threads
-    assert len(threads) == 4
-    for result in together:  # same text and seed: the same audio whichever way it was prepared
+    await speech.synthesize(parse_ssml("<speak>Hello there.</speak>"), params, "en")
+    _ = [chunk async for chunk in await speech.open_stream("Hello there. Good morning.", params, "en")]
+    # Alone or concurrent, whole or streamed, short text never goes to a thread (one would buy no
+    # parallelism: see inference/speech.py).
+    assert threads == [loop_thread] * 7
+    for result in together:
         np.testing.assert_array_equal(np.concatenate(result.chunks), np.concatenate(alone.chunks))
-    assert speech._requests == 0
+
+    threads.clear()
+    long_sentence = "Hello there and " * (_INLINE_PREPARE_CHARS // 16) + "goodbye now."
+    assert len(long_sentence) > _INLINE_PREPARE_CHARS
+    await speech.synthesize(long_sentence, params, "en")  # (a stream prepares it sentence chunk by chunk)
+    assert threads
+    assert loop_thread not in threads
 
 
 async def test_a_full_queue_refuses_before_any_work_on_the_text(tiny_backend: Any) -> None:
