@@ -11,7 +11,12 @@ holds the GIL anywhere is time the loop and the model thread cannot have.
 ``--zero-model`` (the default; ``--real-model`` turns it off) replaces the VITS forward pass with silence of
 a realistic length (800 samples a token), so that everything else (text checks, batching, the batcher
 thread's hand-offs, encoding, the response, the access log) is what is measured. It is a profiling device,
-never a way the service runs.
+never a way the service runs. ``--launches N`` has the model thread make N tiny torch calls a batch first,
+each of which lets go of the GIL and takes it back, as a GPU forward pass does launching its kernels: the
+model thread then competes with the loop for the interpreter as on a GPU host (with the GPU's batch cap,
+``CHORUS_MAX_BATCH_SIZE=64``; ``CHORUS_*`` settings are read from the environment and recorded):
+
+    CHORUS_MAX_BATCH_SIZE=64 python benchmarks/loop_cost.py --launches 3000 --concurrency 32 --baseline HEAD~1
 
 ``--baseline REF`` measures a git ref of this repository beside the working tree, alternating runs, each
 in a fresh process, and prints the ratios:
@@ -37,13 +42,18 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def _zero_model() -> None:
+def _zero_model(launches: int) -> None:
     import numpy as np
+    import torch
 
     from inference.backends.base import Voiced
     from inference.backends.vits import VitsBackend
 
     def silence(self: Any, jobs: Any) -> list[Voiced]:
+        if launches:  # what a GPU forward pass does on the host: many small calls into torch
+            tiny = torch.zeros(1)
+            for _ in range(launches):
+                tiny.add_(1.0)
         return [Voiced(np.zeros(job.length * 800, np.float32), np.full(job.length, 800, np.int64)) for job in jobs]
 
     VitsBackend.synthesize_timed = silence  # type: ignore[method-assign,assignment]
@@ -123,7 +133,7 @@ def _one_run(args: argparse.Namespace) -> None:
     """In a fresh process: import the code under test (``--code``) and print one JSON result line."""
     sys.path.insert(0, args.code)
     if args.zero_model:
-        _zero_model()
+        _zero_model(args.launches)
     from service.app import create_app
     from service.settings import Settings
 
@@ -136,7 +146,7 @@ def _one_run(args: argparse.Namespace) -> None:
 def _spawn(code: str, args: argparse.Namespace) -> dict[str, float]:
     command = [sys.executable, __file__, "--one-run", "--code", code, "--model", args.model,
                "--concurrency", str(args.concurrency), "--requests", str(args.requests),
-               "--zero-model" if args.zero_model else "--real-model"]  # fmt: skip
+               "--zero-model" if args.zero_model else "--real-model", "--launches", str(args.launches)]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, timeout=900, check=True).stdout
     line = next(line for line in out.splitlines() if line.startswith("RESULT "))
     return json.loads(line.removeprefix("RESULT "))  # type: ignore[no-any-return]
@@ -152,6 +162,13 @@ def main() -> None:
     parser.add_argument("--name", help="write benchmarks/results/NAME.{json,md}")
     parser.add_argument("--zero-model", dest="zero_model", action="store_true", default=True)
     parser.add_argument("--real-model", dest="zero_model", action="store_false")
+    parser.add_argument(
+        "--launches",
+        type=int,
+        default=0,
+        help="with --zero-model, tiny torch calls a batch, as a GPU forward pass launches kernels (~1600 for "
+        "the Piper voice): the model thread then competes for the interpreter as it does on a GPU",
+    )
     parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--code", default=str(ROOT), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -220,10 +237,13 @@ def main() -> None:
     print(table)
     if args.name:
         facts = {"machine": machine(), "concurrency": args.concurrency, "requests": args.requests,
-                 "zero_model": args.zero_model, "baseline": args.baseline, "versions": summary}  # fmt: skip
+                 "zero_model": args.zero_model, "launches": args.launches, "baseline": args.baseline,
+                 "settings": {k: v for k, v in os.environ.items() if k.startswith("CHORUS_")},
+                 "versions": summary}  # fmt: skip
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"{args.name}.json").write_text(json.dumps(facts, indent=2) + "\n")
         host = facts["machine"]
+        launches = args.launches if args.zero_model else 0
         heading = (
             f"{host['cpu']}, {host['cores']} cores, Python {host['python']}, torch {host['torch']}; "
             f"{args.concurrency} callers, {args.requests} requests a run, runs alternating, "
@@ -232,6 +252,8 @@ def main() -> None:
                 if args.zero_model
                 else "the model's real forward pass"
             )
+            + (f" after {launches} tiny torch calls a batch (--launches)" if launches else "")
+            + "".join(f", {k}={v}" for k, v in facts["settings"].items())
         )
         (RESULTS / f"{args.name}.md").write_text(heading + "\n\n" + table + "\n")
 
