@@ -4,11 +4,12 @@
 # There: bash benchmarks/gpu_check.sh [gpu_bench.py options]   (carry .gpu and .whl)
 # Prints exactness, raw backend throughput by batch size and precision, and the HTTP service under load.
 #   --compare [compare.py options]: Chorus beside raw, naive FastAPI and LitServe on the GPU (5.4 minutes on an H200
-#       for 7 systems; ~7 estimated with the 9 now listed: 2 and 4 processes share one model process),
+#       for 7 systems; ~7 estimated with the 9 now listed: CUDA graphs, and 2 and 4 processes sharing one model process),
 #       writing gpu.json, gpu.md and the plots into $OUT (commit them under benchmarks/results/).
 #   --families [gpu_families.py options]: every served family at full size.
 #   --host [loop_cost.py options]: the host side alone (handoff_cost.py, loop_cost.py), ~1 minute.
-#   --diag [gpu_diag.py options]: time and memory per stage by batch size; --caps compares cuDNN workspace caps.
+#   --diag [gpu_diag.py options]: time and memory per stage by batch size; --caps compares cuDNN workspace caps;
+#       --graphs: eager against CHORUS_CUDA_GRAPHS, batch by batch (wall and model-thread CPU time, max |diff|).
 #   --live [chorus bench options]: voice agents over the live WebSocket at 16-512 real-time streams (~2.5 min, estimated),
 #       writing gpu-live.json and gpu-live.md into $OUT (CHORUS_DTYPE and the like pass through to the server).
 set -uo pipefail
@@ -32,7 +33,7 @@ if [ "${1:-}" = "--compare" ]; then
   shift
   python3 benchmarks/compare.py --name gpu --model "$PWD/.gpu/voice" --results-dir "${OUT:-/tmp}" \
     --systems raw,chorus,chorus-bf16,naive,litserve,chorus-stream \
-    --variant chorus-bf16-mp:CHORUS_DTYPE=bf16,CHORUS_MODEL_PROCESS=1 \
+    --variant chorus-bf16-graphs:CHORUS_DTYPE=bf16,CHORUS_CUDA_GRAPHS=1 \
     --variant chorus-bf16-p2-mp:CHORUS_DTYPE=bf16,CHORUS_PROCESSES=2,CHORUS_MODEL_PROCESS=1 \
     --variant chorus-bf16-p4-mp:CHORUS_DTYPE=bf16,CHORUS_PROCESSES=4,CHORUS_MODEL_PROCESS=1 \
     --concurrency 1,8,32,64 --duration 6 --rounds 2 --rate 0 --raw-max-batch 32 "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_compare.log"

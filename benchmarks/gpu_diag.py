@@ -45,12 +45,16 @@ def main() -> None:
     parser.add_argument("--caps", default="", help="comma-separated cuDNN workspace caps in MiB; none: uncapped")
     parser.add_argument("--best-to", type=Path, default=None, help="with --caps: write the fastest cap here")
     parser.add_argument("--layouts", action="store_true", help="1-D against channels-last 2-D convolutions")
+    parser.add_argument("--graphs", action="store_true", help="eager against CHORUS_CUDA_GRAPHS, batch by batch")
     args = parser.parse_args()
     if args.caps:
         compare_caps(args)
         return
     if args.layouts:
         compare_layouts(args)
+        return
+    if args.graphs:
+        compare_graphs(args)
         return
 
     import torch
@@ -146,12 +150,7 @@ def compare_caps(args: argparse.Namespace) -> None:
 def compare_layouts(args: argparse.Namespace) -> None:
     """Two backends of the same checkpoint, one with the flow and vocoder as channels-last 2-D convolutions,
     timed batch size by batch size in alternation, and their outputs compared at temperature 0."""
-    import numpy as np
-    import torch
-
     from inference.backends import ModelSpec, load_backend
-    from inference.backends.base import SynthesisParams
-    from service.bench.sentences import SENTENCES
 
     def load(channels_last: bool) -> Any:
         backend: Any = load_backend(ModelSpec(model=args.model, device=args.device, dtype=args.dtype))
@@ -162,29 +161,64 @@ def compare_layouts(args: argparse.Namespace) -> None:
         return backend
 
     backends = {"1-D": load(False), "2-D channels-last": load(True)}
+    first = next(iter(backends.values()))
+    dry = " (both channels-last, as the CPU path always is: a dry run)" if first._channels_last else ""
+    print(f"dtype {args.dtype}, device {args.device}{dry}")
+    _side_by_side(args, backends)
+
+
+def compare_graphs(args: argparse.Namespace) -> None:
+    """The same batches eager and with CHORUS_CUDA_GRAPHS: GPU time, the model thread's CPU time (the
+    launches graphs are meant to cut), and how far apart the waveforms are."""
+    from inference.backends import ModelSpec, load_backend
+
+    def load(graphs: bool) -> Any:
+        spec = ModelSpec(model=args.model, device=args.device, dtype=args.dtype, cuda_graphs=graphs)
+        backend: Any = load_backend(spec)
+        backend.warmup()
+        return backend
+
+    backends = {"eager": load(False), "graphs": load(True)}
+    print(f"dtype {args.dtype}, device {args.device}")
+    _side_by_side(args, backends)
+    graphed = backends["graphs"]._graphs
+    if graphed is not None:
+        print(f"graphs captured: {graphed.graph_count}, still enabled: {graphed.enabled}")
+
+
+def _side_by_side(args: argparse.Namespace, backends: dict[str, Any]) -> None:
+    """Each batch size through every backend: best of 3 wall and thread-CPU times, max |diff| of the first two."""
+    import numpy as np
+    import torch
+
+    from inference.backends.base import SynthesisParams
+    from service.bench.sentences import SENTENCES
+
     cuda = torch.device(args.device).type == "cuda"
     first = next(iter(backends.values()))
     pool = [job for i, t in enumerate(SENTENCES) for job in first.prepare(t, SynthesisParams(seed=i, temperature=0.0))]
-    dry = " (both channels-last, as the CPU path always is: a dry run)" if first._channels_last else ""
-    print(f"dtype {args.dtype}, device {args.device}{dry}")
     for size in [int(s) for s in args.sizes.split(",")]:
         batch = random.Random(size).choices(pool, k=size)
         times: dict[str, list[float]] = defaultdict(list)
+        cpu: dict[str, list[float]] = defaultdict(list)
         outputs: dict[str, list[Any]] = {}
         for name, backend in backends.items():
-            outputs[name] = backend.synthesize(batch)  # first run of this shape: cuDNN picks its algorithms
+            outputs[name] = backend.synthesize(batch)  # first run of this shape: algorithm choices, graph capture
         for _ in range(3):
             for name, backend in backends.items():
                 if cuda:
                     torch.cuda.synchronize()
-                start = time.perf_counter()
+                start, thread = time.perf_counter(), time.thread_time()
                 backend.synthesize(batch)
                 if cuda:
                     torch.cuda.synchronize()
                 times[name].append(time.perf_counter() - start)
-        a, b = outputs.values()
+                cpu[name].append(time.thread_time() - thread)
+        a, b = list(outputs.values())[:2]
         diff = max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
-        shown = ", ".join(f"{name} {1000 * min(t):.1f} ms" for name, t in times.items())
+        shown = ", ".join(
+            f"{name} {1000 * min(times[name]):.1f} ms ({1000 * min(cpu[name]):.1f} ms CPU)" for name in backends
+        )
         print(f"batch {size:4d}: {shown} (best of 3); max |diff| {diff:.2e}", flush=True)
 
 

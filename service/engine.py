@@ -39,6 +39,7 @@ def _model_spec(settings: Settings, model: str | None, languages: tuple[str, ...
         languages=languages,
         batch_decoder={"auto": None, "on": True, "off": False}[settings.batch_decoder],
         torch_threads=settings.torch_threads,
+        cuda_graphs=settings.cuda_graphs,
         speakers_dir=settings.speakers_dir,
         vocoder=settings.vocoder,
     )

@@ -72,6 +72,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_batch_wait_ms: Annotated[float, msgspec.Meta(ge=0, le=10_000)] = 0.0
     #: CHORUS_BATCH_DECODER: auto (batched on CUDA, row by row on CPU), on, off.
     batch_decoder: Literal["auto", "on", "off"] = "auto"
+    #: CHORUS_CUDA_GRAPHS: VITS on CUDA replays its text encoder and duration predictor (three quarters of a
+    #: batch's kernel launches) from CUDA graphs, one per bucket of rows and tokens, captured on first use.
+    #: No effect on CPU. Not yet measured on a GPU, hence off.
+    cuda_graphs: bool = False
     #: CHORUS_PROCESSES: server processes, each with its own copy of the model and its own batcher, behind
     #: one port. One process's event loop and model thread share one interpreter lock, which on a GPU runs
     #: out well before the GPU does; /ping says ready when every process is.
@@ -213,6 +217,7 @@ ENV_NAMES: dict[str, str] = {
     "CHORUS_BATCH_DECODER": "batch_decoder",
     "CHORUS_PROCESSES": "processes",
     "CHORUS_MODEL_PROCESS": "model_process",
+    "CHORUS_CUDA_GRAPHS": "cuda_graphs",
     "CHORUS_TORCH_THREADS": "torch_threads",
     "CHORUS_LOG_LEVEL": "log_level",
     "CHORUS_DOCS": "docs",
@@ -229,7 +234,7 @@ ENV_NAMES: dict[str, str] = {
 _FIELD_TO_ENV = {field: name for name, field in ENV_NAMES.items()}
 _CHORUS_NAMES = [n for n in ENV_NAMES if n.startswith("CHORUS_")]
 _LIST_FIELDS = {"api_keys", "languages", "cors_origins", "models"}
-_BOOL_FIELDS = {"playground", "model_process"}
+_BOOL_FIELDS = {"playground", "model_process", "cuda_graphs"}
 _OWN_PATHS = {"/", "/generate", "/stats", "/metrics", "/playground", "/v1", "/schema"}
 _OWN_PREFIXES = ("/v1/", "/schema/", "/playground/")
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

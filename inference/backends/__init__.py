@@ -40,6 +40,8 @@ class ModelSpec:
     languages: tuple[str, ...] = ()
     batch_decoder: bool | None = None
     torch_threads: int | None = None
+    #: VITS on CUDA: the text encoder and duration predictor replayed from CUDA graphs.
+    cuda_graphs: bool = False
     #: SpeechT5: a folder of speaker x-vectors (.npy) beside the checkpoint's own speakers/.
     speakers_dir: str | None = None
     #: SpeechT5: the vocoder (hub id or folder) when the checkpoint has no vocoder/ folder.
@@ -128,6 +130,7 @@ def load_backend(spec: ModelSpec) -> Backend:
             dtype=spec.dtype,
             batch_decoder=spec.batch_decoder,
             languages=spec.languages or None,
+            cuda_graphs=spec.cuda_graphs,
         )
     if config.model_type == "speecht5":
         from inference.backends.speecht5 import SpeechT5Backend

@@ -12,6 +12,7 @@ drives them itself, so that:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Hashable, Sequence
@@ -25,6 +26,7 @@ from torch import nn
 from transformers import VitsConfig, VitsModel
 
 from inference.backends.base import ModelInfo, SynthesisJob, SynthesisParams, Voiced
+from inference.backends.cuda_graphs import GraphedCall, padded_rows, row_bucket
 from inference.backends.device import run_batch, torch_dtype
 from inference.backends.hifigan import Mask, apply_mask, as_2d, convolutions_as_2d, from_2d, hifigan_body
 from inference.backends.noise import seeded_normal
@@ -125,6 +127,7 @@ class VitsBackend:
         dtype: str = "fp32",
         batch_decoder: bool | None = None,
         length_bucket: int | None = None,
+        cuda_graphs: bool = False,
     ) -> None:
         # Half precision: the flow and the vocoder (nearly all the FLOPs); on CPU bf16 only, where oneDNN has
         # native bf16 (AMX): their channels-last convolutions ran 2.5x faster there (fp32 stays the default:
@@ -145,6 +148,11 @@ class VitsBackend:
         self.length_bucket = (16 if device.type == "cuda" else 0) if length_bucket is None else length_bucket
         self._half = half
         self._pinned: torch.Tensor | None = None
+        # The text encoder and the duration predictor (three quarters of a batch's ~1,300 operations, on small
+        # shapes) replayed from CUDA graphs per (rows, tokens) bucket: see inference/backends/cuda_graphs.py.
+        self._graphs = GraphedCall(device) if cuda_graphs and device.type == "cuda" else None
+        if cuda_graphs and self._graphs is None:
+            log.info("CUDA graphs asked for, but %s runs on %s: not used", name, device)
         self._channels_last = False
         self.defaults = (
             float(self.config.noise_scale),
@@ -178,6 +186,7 @@ class VitsBackend:
         batch_decoder: bool | None = None,
         length_bucket: int | None = None,
         languages: Sequence[str] | None = None,
+        cuda_graphs: bool = False,
     ) -> VitsBackend:
         """Load a VITS checkpoint (hub id or local directory) through ``from_pretrained``."""
         torch_device = resolve_device(device)
@@ -194,6 +203,7 @@ class VitsBackend:
             dtype=dtype,
             batch_decoder=batch_decoder,
             length_bucket=length_bucket,
+            cuda_graphs=cuda_graphs,
         )
 
     def _prepare_model(self) -> None:
@@ -294,9 +304,9 @@ class VitsBackend:
             seeds = torch.tensor([job.params.seed for job in jobs], dtype=torch.int64, device=device)
 
         speaker = self._speaker_embeddings(jobs)
-        hidden, prior_means, prior_log_var = self._text.encode(ids_t, in_mask, padded=min(lengths) < max_len)
-
-        log_duration = self._log_durations(hidden, in_mask, speaker, noise_w, seeds)
+        prior_means, prior_log_var, log_duration = self._front(
+            min(lengths) < max_len, ids_t, in_mask, noise_w, seeds, speaker
+        )
         in_mask_c = in_mask.transpose(1, 2)  # (B, 1, T_in)
         duration = torch.ceil(torch.exp(log_duration) * in_mask_c * length_scale[:, None, None]).squeeze(1)
         frames_t = torch.clamp_min(duration.sum(dim=1), 1).long()
@@ -413,6 +423,38 @@ class VitsBackend:
         ids = torch.tensor([self.frontend.speaker_ids[i] for i in indices], device=self.device)
         embedded: torch.Tensor = self.model.embed_speaker(ids)
         return embedded.unsqueeze(-1)
+
+    def _front(
+        self,
+        padded: bool,
+        ids: torch.Tensor,
+        in_mask: torch.Tensor,
+        noise_w: torch.Tensor,
+        seeds: torch.Tensor | None,
+        speaker: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Text encoder and duration predictor: (prior means, prior log-variances, log-durations); from a
+        CUDA graph when they are on, the batch padded to a bucket of rows with copies of its first row."""
+        run = functools.partial(self._front_pass, padded)
+        if self._graphs is None:
+            return run(ids, in_mask, noise_w, seeds, speaker)
+        rows, tokens = ids.shape
+        bucket = row_bucket(rows)
+        inputs = [padded_rows(t, bucket) for t in (ids, in_mask, noise_w, seeds, speaker)]
+        key = (bucket, tokens, padded, seeds is None, speaker is None)
+        return tuple(out[:rows] for out in self._graphs(key, run, inputs))
+
+    def _front_pass(
+        self,
+        padded: bool,
+        ids: torch.Tensor,
+        in_mask: torch.Tensor,
+        noise_w: torch.Tensor,
+        seeds: torch.Tensor | None,
+        speaker: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        hidden, prior_means, prior_log_var = self._text.encode(ids, in_mask, padded=padded)
+        return prior_means, prior_log_var, self._log_durations(hidden, in_mask, speaker, noise_w, seeds)
 
     def _log_durations(
         self,
