@@ -71,7 +71,7 @@ class ModelProcess:
         from inference.backends import load_backend
 
         # First here: a Piper voice is converted into the cache once, before the child reads it.
-        local = load_backend(replace(spec, device="cpu", dtype="fp32", batch_decoder=None))
+        local = load_backend(replace(spec, device="cpu", dtype="fp32", batch_decoder=None, cuda_graphs=False))
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
         process = context.Process(target=_serve, args=(spec, child, None, (1, 1)), name="chorus-model", daemon=True)
@@ -91,7 +91,7 @@ class ModelProcess:
         ``address``; returns once it has loaded its model (it may still be loading when this starts)."""
         from inference.backends import load_backend
 
-        local = load_backend(replace(spec, device="cpu", dtype="fp32", batch_decoder=None))
+        local = load_backend(replace(spec, device="cpu", dtype="fp32", batch_decoder=None, cuda_graphs=False))
         deadline = time.monotonic() + timeout_s
         while True:
             try:
