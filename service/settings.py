@@ -73,7 +73,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: CHORUS_BATCH_DECODER: auto (batched on CUDA, row by row on CPU), on, off.
     batch_decoder: Literal["auto", "on", "off"] = "auto"
     #: CHORUS_CUDA_GRAPHS: VITS on CUDA replays its text encoder and duration predictor (three quarters of a
-    #: batch's kernel launches) from CUDA graphs, one per bucket of rows and tokens, captured on first use.
+    #: batch's torch operations) from CUDA graphs, one per bucket of rows and tokens, captured on first use.
     #: No effect on CPU. Not yet measured on a GPU, hence off.
     cuda_graphs: bool = False
     #: CHORUS_PROCESSES: server processes, each with its own copy of the model and its own batcher, behind

@@ -1,8 +1,9 @@
 """CUDA graphs over bucketed shapes: a function of tensors replayed instead of launched op by op.
 
-On a GPU the model thread's Python is the bottleneck the H200 runs showed: each of a VITS batch's ~1,300
-operations is a kernel launch made in Python, holding the interpreter the event loop needs too
-(``benchmarks/loop_cost.py --launches`` emulates it: 10x fewer launches gave ~1.45x the requests a second).
+On a GPU the model thread's Python is the bottleneck the H200 runs showed: a VITS batch makes ~1,300 torch
+operations (counted on CPU; most launch a kernel), each made in Python, holding the interpreter the event
+loop needs too (``benchmarks/loop_cost.py --launches`` emulates it: on a 2-core AMD EPYC VM, 10x fewer
+launches gave ~1.45x the requests a second).
 A CUDA graph records a function's kernels once per input shape and replays them in one call.
 
 ``GraphedCall`` keys graphs by a caller-given hashable (the shapes, and flags that change the work: the
