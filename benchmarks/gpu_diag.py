@@ -181,9 +181,10 @@ def compare_graphs(args: argparse.Namespace) -> None:
     backends = {"eager": load(False), "graphs": load(True)}
     print(f"dtype {args.dtype}, device {args.device}")
     _side_by_side(args, backends)
-    graphed = backends["graphs"]._graphs
-    if graphed is not None:
-        print(f"graphs captured: {graphed.graph_count}, still enabled: {graphed.enabled}")
+    for part in ("_graphs", "_tail_graphs"):
+        graphed = getattr(backends["graphs"], part)
+        if graphed is not None:
+            print(f"{part.strip('_')} captured: {graphed.graph_count}, still enabled: {graphed.enabled}")
 
 
 def _side_by_side(args: argparse.Namespace, backends: dict[str, Any]) -> None:

@@ -72,8 +72,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_batch_wait_ms: Annotated[float, msgspec.Meta(ge=0, le=10_000)] = 0.0
     #: CHORUS_BATCH_DECODER: auto (batched on CUDA, row by row on CPU), on, off.
     batch_decoder: Literal["auto", "on", "off"] = "auto"
-    #: CHORUS_CUDA_GRAPHS: VITS on CUDA replays its text encoder and duration predictor (three quarters of a
-    #: batch's torch operations) from CUDA graphs, one per bucket of rows and tokens, captured on first use.
+    #: CHORUS_CUDA_GRAPHS: VITS on CUDA replays its text encoder and duration predictor from CUDA graphs, one
+    #: per bucket of rows and tokens, and with the batched decoder its noise, flow and vocoder too, one per
+    #: bucket of rows and frames (~100 of a batch's ~1,300 torch operations left), captured on first use.
     #: No effect on CPU. Not yet measured on a GPU, hence off.
     cuda_graphs: bool = False
     #: CHORUS_PROCESSES: server processes, each with its own copy of the model and its own batcher, behind

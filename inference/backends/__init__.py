@@ -40,7 +40,7 @@ class ModelSpec:
     languages: tuple[str, ...] = ()
     batch_decoder: bool | None = None
     torch_threads: int | None = None
-    #: VITS on CUDA: the text encoder and duration predictor replayed from CUDA graphs.
+    #: VITS on CUDA: the text side, and with the batched decoder the flow and vocoder, replayed from CUDA graphs.
     cuda_graphs: bool = False
     #: SpeechT5: a folder of speaker x-vectors (.npy) beside the checkpoint's own speakers/.
     speakers_dir: str | None = None

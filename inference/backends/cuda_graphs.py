@@ -4,7 +4,8 @@ On a GPU the model thread's Python is the bottleneck the H200 runs showed: a VIT
 operations (counted on CPU; most launch a kernel), each made in Python, holding the interpreter the event
 loop needs too (``benchmarks/loop_cost.py --launches`` emulates it: on a 2-core AMD EPYC VM, 10x fewer
 launches gave ~1.45x the requests a second).
-A CUDA graph records a function's kernels once per input shape and replays them in one call.
+A CUDA graph records a function's kernels once per input shape and replays them in one call. VITS graphs
+its text side before the batch's one host sync and its noise, flow and vocoder after it (``VitsBackend``).
 
 ``GraphedCall`` keys graphs by a caller-given hashable (the shapes, and flags that change the work: the
 function given with a key must always do the same work for it), copies each call's inputs into the graph's
@@ -46,8 +47,11 @@ class _Graph:
 class GraphedCall:
     """``fn(*inputs) -> tuple of tensors`` on CUDA, replayed from a graph per key (see the module)."""
 
+    #: Graphs are CUDA's; a subclass that records something else may run elsewhere (tests do, on CPU).
+    needs_cuda = True
+
     def __init__(self, device: torch.device, *, max_graphs: int = 256) -> None:
-        if device.type != "cuda":
+        if self.needs_cuda and device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
         self.device = device
         self.max_graphs = max_graphs
@@ -76,21 +80,9 @@ class GraphedCall:
         return entry.outputs
 
     def _capture(self, key: Hashable, fn: Fn, inputs: Inputs) -> _Graph | None:
-        cuda: Any = torch.cuda
+        static = tuple(None if t is None else t.clone() for t in inputs)
         try:
-            if self._pool is None:
-                self._pool = cuda.graph_pool_handle()
-                self._stream = cuda.Stream(self.device)
-            static = tuple(None if t is None else t.clone() for t in inputs)
-            current = cuda.current_stream(self.device)
-            self._stream.wait_stream(current)
-            with cuda.stream(self._stream):
-                for _ in range(2):  # warm-up off the graph: lazy caches, library handles, algorithm choices
-                    fn(*static)
-            current.wait_stream(self._stream)
-            graph = cuda.CUDAGraph()
-            with cuda.graph(graph, pool=self._pool, stream=self._stream, capture_error_mode="thread_local"):
-                outputs = fn(*static)
+            graph, outputs = self._record(fn, static)
         except RuntimeError as exc:  # an operation that cannot be captured: eager from now on, and say so
             self.enabled = False
             log.warning("CUDA graph capture failed for %r, running eagerly from now on: %s", key, exc)
@@ -99,6 +91,23 @@ class GraphedCall:
         self._graphs[key] = entry
         log.debug("captured a CUDA graph for %r (%d so far)", key, len(self._graphs))
         return entry
+
+    def _record(self, fn: Fn, static: tuple[torch.Tensor | None, ...]) -> tuple[Any, tuple[torch.Tensor, ...]]:
+        """Capture ``fn(*static)``: (an object whose ``replay()`` reruns its kernels, its output tensors)."""
+        cuda: Any = torch.cuda
+        if self._pool is None:
+            self._pool = cuda.graph_pool_handle()
+            self._stream = cuda.Stream(self.device)
+        current = cuda.current_stream(self.device)
+        self._stream.wait_stream(current)
+        with cuda.stream(self._stream):
+            for _ in range(2):  # warm-up off the graph: lazy caches, library handles, algorithm choices
+                fn(*static)
+        current.wait_stream(self._stream)
+        graph = cuda.CUDAGraph()
+        with cuda.graph(graph, pool=self._pool, stream=self._stream, capture_error_mode="thread_local"):
+            outputs = fn(*static)
+        return graph, tuple(outputs)
 
 
 def padded_rows(tensor: torch.Tensor | None, rows: int) -> torch.Tensor | None:

@@ -38,9 +38,12 @@ def cpu_has_bf16() -> bool:
     return bool(torch._C._has_mkldnn and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def run_batch(device: torch.device, run: Callable[[Sequence[T]], list[R]], jobs: Sequence[T]) -> list[R]:
+def run_batch(
+    device: torch.device, run: Callable[[Sequence[T]], list[R]], jobs: Sequence[T], *, release: bool = True
+) -> list[R]:
     """``run(jobs)``; on CUDA out-of-memory the cache goes back before the batcher retries with fewer rows,
-    and after every batch an oversized cache reserve is handed back."""
+    and after every batch an oversized cache reserve is handed back unless ``release`` is False (CUDA graphs
+    keep their memory pool reserved for good: the reserve would look oversized after every batch)."""
     if not jobs:
         return []
     try:
@@ -49,7 +52,8 @@ def run_batch(device: torch.device, run: Callable[[Sequence[T]], list[R]], jobs:
         torch.cuda.empty_cache()
         raise
     finally:
-        release_if_oversized(device)
+        if release:
+            release_if_oversized(device)
 
 
 def freeze(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:

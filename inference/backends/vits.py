@@ -114,6 +114,12 @@ def _round_up(value: int, multiple: int) -> int:
     return value if multiple <= 1 else -(-value // multiple) * multiple
 
 
+def _geometric(length: int) -> int:
+    """``length`` rounded up on a geometric grid: steps of 16 up to 128, then eight steps an octave (at most
+    1/8 of padded work, ~8 shapes an octave)."""
+    return _round_up(length, max(16, 1 << max(0, length.bit_length() - 4)))
+
+
 class VitsBackend:
     """A VITS checkpoint (MMS-TTS or converted Piper voice) behind the ``Backend`` protocol."""
 
@@ -150,7 +156,12 @@ class VitsBackend:
         self._pinned: torch.Tensor | None = None
         # The text encoder and the duration predictor (three quarters of a batch's ~1,300 operations, on small
         # shapes) replayed from CUDA graphs per (rows, tokens) bucket: see inference/backends/cuda_graphs.py.
+        # With the batched decoder the rest after the one host sync (noise, flow, vocoder) is graphed too, per
+        # (rows, frames) bucket: ~100 operations (about half views) are then left to launch one by one.
         self._graphs = GraphedCall(device) if cuda_graphs and device.type == "cuda" else None
+        self._tail_graphs = None
+        if self._graphs is not None and self.batch_decoder:
+            self._tail_graphs = GraphedCall(device, max_graphs=128)
         if cuda_graphs and self._graphs is None:
             log.info("CUDA graphs asked for, but %s runs on %s: not used", name, device)
         self._channels_last = False
@@ -280,7 +291,7 @@ class VitsBackend:
 
     def synthesize_timed(self, jobs: Sequence[SynthesisJob]) -> list[Voiced]:
         """``synthesize``, with the samples each token lasted (its predicted duration): word timestamps."""
-        return run_batch(self.device, self._synthesize, jobs)
+        return run_batch(self.device, self._synthesize, jobs, release=self._graphs is None)
 
     @torch.inference_mode()
     def _synthesize(self, jobs: Sequence[SynthesisJob]) -> list[Voiced]:
@@ -315,7 +326,8 @@ class VitsBackend:
         on_host = torch.cat((frames_t[:, None], duration.long()), dim=1).cpu().numpy()
         frames = on_host[:, 0].tolist()
         token_samples = on_host[:, 1:] * self.hop
-        max_frames = self._bucket(max(frames))
+        # Graphed, the frames are bucketed on the coarser geometric grid (fewer graphs: see _bucket).
+        max_frames = _geometric(max(frames)) if self._tail_graphs is not None else self._bucket(max(frames))
 
         # Each output frame reads the token whose cumulative duration first exceeds the frame index.
         cumulative = torch.cumsum(duration, dim=1).contiguous()
@@ -328,55 +340,95 @@ class VitsBackend:
         means = torch.gather(prior_means, 1, gather_index).transpose(1, 2)  # (B, C, T_out)
         log_var = torch.gather(prior_log_var, 1, gather_index).transpose(1, 2)
 
+        if self.batch_decoder:
+            waves = self._back(means, log_var, out_mask, noise_scale, seeds, speaker)
+            flat = self._to_host(waves[:batch, : max(frames) * self.hop])
+            audio = [flat[row, : frames[row] * self.hop].copy() for row in range(batch)]
+        else:
+            latents, _, speaker_h = self._latents(means, log_var, out_mask, noise_scale, seeds, speaker)
+            audio = self._rows(latents, speaker_h, frames)
+        return [Voiced(wave, token_samples[row, : lengths[row]]) for row, wave in enumerate(audio)]
+
+    def _latents(
+        self,
+        means: torch.Tensor,
+        log_var: torch.Tensor,
+        out_mask: torch.Tensor,
+        noise_scale: torch.Tensor,
+        seeds: torch.Tensor | None,
+        speaker: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The flow's input (prior means plus each row's own noise, zero past each row's end), the output mask
+        and the speaker embeddings, in the flow's precision and layout."""
         latents = means
         if seeds is not None:
-            noise = seeded_normal(seeds, _PRIOR_STREAM, means.shape[1], max_frames)
+            noise = seeded_normal(seeds, _PRIOR_STREAM, means.shape[1], means.shape[2])
             latents = means + noise * torch.exp(log_var) * noise_scale[:, None, None]
         latents = latents * out_mask
-
         half = self._half
-        out_mask_h = out_mask.to(half)
+        latents, out_mask_h = latents.to(half), out_mask.to(half)
         speaker_h = None if speaker is None else speaker.to(half)
-        waves = self._tail(latents.to(half), out_mask_h, speaker_h, frames)
-        return [Voiced(wave, token_samples[row, : lengths[row]]) for row, wave in enumerate(waves)]
-
-    def _tail(
-        self, latents: torch.Tensor, out_mask_h: torch.Tensor, speaker_h: torch.Tensor | None, frames: list[int]
-    ) -> list[npt.NDArray[np.float32]]:
-        """Flow (reverse) and vocoder, batched with masks or row by row; waveforms trimmed per row."""
-        model, batch = self.model, len(frames)
         if self._channels_last:  # (rows, channels, 1, time) from here on: see _cpu_channels_last
             latents, out_mask_h = as_2d(latents), as_2d(out_mask_h)
             speaker_h = None if speaker_h is None else as_2d(speaker_h)
-        if self.batch_decoder:
-            latents = flow_reverse(model.flow, latents, out_mask_h, speaker_h) * out_mask_h
-            waves = self._decode(latents, out_mask_h, speaker_h).squeeze(1)
-            waves = waves[:, : max(frames) * self.hop].float()
-            flat = self._to_host(waves)
-            return [flat[row, : frames[row] * self.hop].copy() for row in range(batch)]
+        return latents, out_mask_h, speaker_h
 
-        # Row by row, the frame-rate flow and the vocoder do no padded work: on a few CPU cores that
-        # beats batching them (benchmarks/bench_backend.py); only the cheap text side is batched.
-        # Each row is cut at its own length rounded up (fewer distinct shapes), its padding masked.
+    def _back(
+        self,
+        means: torch.Tensor,
+        log_var: torch.Tensor,
+        out_mask: torch.Tensor,
+        noise_scale: torch.Tensor,
+        seeds: torch.Tensor | None,
+        speaker: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Noise, flow (reverse) and vocoder over the whole batch with masks: (rows, samples) float32; from a
+        CUDA graph when they are on (then with rows up to the bucket's, the padding rows to be dropped)."""
+        if self._tail_graphs is None:
+            return self._back_pass(means, log_var, out_mask, noise_scale, seeds, speaker)[0]
+        bucket = row_bucket(means.shape[0])
+        inputs = [padded_rows(t, bucket) for t in (means, log_var, out_mask, noise_scale, seeds, speaker)]
+        key = (bucket, means.shape[2], seeds is None, speaker is None)
+        return self._tail_graphs(key, self._back_pass, inputs)[0]
+
+    def _back_pass(
+        self,
+        means: torch.Tensor,
+        log_var: torch.Tensor,
+        out_mask: torch.Tensor,
+        noise_scale: torch.Tensor,
+        seeds: torch.Tensor | None,
+        speaker: torch.Tensor | None,
+    ) -> tuple[torch.Tensor]:
+        latents, mask, speaker_h = self._latents(means, log_var, out_mask, noise_scale, seeds, speaker)
+        latents = flow_reverse(self.model.flow, latents, mask, speaker_h) * mask
+        return (self._decode(latents, mask, speaker_h).squeeze(1).float(),)
+
+    def _rows(
+        self, latents: torch.Tensor, speaker_h: torch.Tensor | None, frames: list[int]
+    ) -> list[npt.NDArray[np.float32]]:
+        """Flow (reverse) and vocoder row by row: on a few CPU cores that beats batching them (no padded work,
+        benchmarks/bench_backend.py); only the cheap text side is batched. Each row is cut at its own length
+        rounded up (fewer distinct shapes), its padding masked; waveforms trimmed to their own lengths."""
+        model = self.model
         results = []
-        for row in range(batch):
+        for row, count in enumerate(frames):
             if row_abandoned(row):  # its caller went away while the batch ran (a barge-in): skip its work
-                results.append(np.zeros(frames[row] * self.hop, dtype=np.float32))
+                results.append(np.zeros(count * self.hop, dtype=np.float32))
                 continue
-            width = self._bucket(frames[row])
-            end = frames[row] if width > frames[row] else None  # the padded tail is zeroed (see hifigan)
+            width = self._bucket(count)
+            end = count if width > count else None  # the padded tail is zeroed (see hifigan)
             g = None if speaker_h is None else speaker_h[row : row + 1]
             single = flow_reverse(model.flow, latents[row : row + 1, ..., :width], end, g)
             wave = self._decode(apply_mask(single, end), end, g)
-            results.append(wave.float().reshape(-1)[: frames[row] * self.hop].cpu().numpy())
+            results.append(wave.float().reshape(-1)[: count * self.hop].cpu().numpy())
         return results
 
     def _bucket(self, length: int) -> int:
-        """``length`` rounded up to a multiple of ``length_bucket``, or with 0 to a geometric grid: steps of
-        16 up to 128, then eight steps an octave (at most 1/8 of padded work, ~8 shapes an octave)."""
+        """``length`` rounded up to a multiple of ``length_bucket``, or with 0 to ``_geometric``'s grid."""
         if self.length_bucket > 0:
             return _round_up(length, self.length_bucket)
-        return _round_up(length, max(16, 1 << max(0, length.bit_length() - 4)))
+        return _geometric(length)
 
     def device_memory(self) -> dict[str, int]:
         """Accelerator memory in bytes (allocated, reserved, peak); empty on CPU."""
