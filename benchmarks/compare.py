@@ -45,7 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.bench import WARMUP_FIRST_INDEX  # noqa: E402 (after the path insert)
+from service.bench import warm_up  # noqa: E402 (after the path insert)
 from service.bench.loadgen import Outcome, Target, closed_loop, open_loop, summarize  # noqa: E402
 from service.bench.report import machine, markdown_table, write_results  # noqa: E402
 from service.bench.sentences import SENTENCES  # noqa: E402
@@ -489,15 +489,7 @@ def main() -> int:
                 print(f"{system} left out: {left_out[system]}", file=sys.stderr)
                 continue
             targets[system] = Target(url=url)
-            asyncio.run(
-                closed_loop(
-                    targets[system],
-                    max(concurrencies),
-                    duration_s=warmup,
-                    first_index=WARMUP_FIRST_INDEX,
-                    label=f"{system} warm-up",
-                )
-            )
+            asyncio.run(warm_up(targets[system], system, concurrencies, warmup))
             os.killpg(groups[system], signal.SIGSTOP)
         if "chorus-stream" in systems and "chorus" in targets:
             targets["chorus-stream"] = Target(url=targets["chorus"].url, stream=True)

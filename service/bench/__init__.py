@@ -25,7 +25,16 @@ from service.bench.loadgen import Target, closed_loop, open_loop, summarize
 from service.bench.report import machine, markdown_table, write_results
 from service.bench.sentences import SENTENCES
 
-__all__ = ["WARMUP_FIRST_INDEX", "cost_per_million_chars", "live_sweep", "main", "read_texts", "server_late_s", "sweep"]
+__all__ = [
+    "WARMUP_FIRST_INDEX",
+    "cost_per_million_chars",
+    "live_sweep",
+    "main",
+    "read_texts",
+    "server_late_s",
+    "sweep",
+    "warm_up",
+]
 
 #: Warm-up requests are numbered from here, away from the measured runs' 0, 1, 2 ...
 WARMUP_FIRST_INDEX = 1_000_000
@@ -97,11 +106,7 @@ async def sweep(
     every level sees the same sequence of requests; the warm-up uses requests from elsewhere.
     """
     rows = []
-    if warmup_s > 0:
-        await closed_loop(
-            target, max(concurrencies or [4]), duration_s=warmup_s, first_index=WARMUP_FIRST_INDEX,
-            label=f"{system} warm-up", quiet=quiet,
-        )  # fmt: skip
+    await warm_up(target, system, concurrencies, warmup_s, quiet=quiet)
     for concurrency in concurrencies:
         outcomes, wall = await closed_loop(
             target, concurrency, duration_s=duration_s, max_requests=max_requests, label=f"{system} c={concurrency}",
@@ -113,6 +118,23 @@ async def sweep(
                                          quiet=quiet)  # fmt: skip
         rows.append(summarize(system, outcomes, wall, concurrency=None, rate_rps=rate))
     return rows
+
+
+async def warm_up(
+    target: Target, system: str, concurrencies: list[int], warmup_s: float, *, quiet: bool = False
+) -> None:
+    """``warmup_s`` of closed-loop requests: half at the highest concurrency, the rest split over the others,
+    highest first. A server that prepares something per batch shape (cuDNN's algorithm choices, CUDA graphs)
+    then meets the batch sizes every level makes before it is measured, not during its first run."""
+    if warmup_s <= 0:
+        return
+    levels = sorted(set(concurrencies or [4]), reverse=True)
+    shares = [warmup_s] if len(levels) == 1 else [warmup_s / 2] + [warmup_s / 2 / (len(levels) - 1)] * (len(levels) - 1)
+    for level, share in zip(levels, shares, strict=True):
+        await closed_loop(
+            target, level, duration_s=share, first_index=WARMUP_FIRST_INDEX, label=f"{system} warm-up c={level}",
+            quiet=quiet,
+        )  # fmt: skip
 
 
 async def live_sweep(

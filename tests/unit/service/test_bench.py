@@ -105,3 +105,29 @@ def test_cost_per_million_characters() -> None:
     # $3.60 an hour at 1000 characters a second: 3.6 M characters an hour, so $1 per million.
     assert cost_per_million_chars(3.6, 1000.0) == pytest.approx(1.0)
     assert cost_per_million_chars(3.6, 0.0) is None
+
+
+@pytest.mark.parametrize(
+    ("levels", "expected"),
+    [([1, 8, 32, 64], [(64, 4.0), (32, 4 / 3), (8, 4 / 3), (1, 4 / 3)]), ([8], [(8, 8.0)]), ([], [(4, 8.0)])],
+)
+def test_the_warm_up_visits_every_concurrency_of_the_sweep_highest_first(
+    monkeypatch: pytest.MonkeyPatch, levels: list[int], expected: list[tuple[int, float]]
+) -> None:
+    # Batch shapes differ by level; a server that prepares per shape must meet them all before measuring.
+    import asyncio
+
+    import service.bench as bench
+
+    calls: list[tuple[int, float, int]] = []
+
+    async def record(target: Target, concurrency: int, *, duration_s: float, first_index: int, **_: object) -> None:
+        calls.append((concurrency, duration_s, first_index))
+
+    monkeypatch.setattr(bench, "closed_loop", record)
+    asyncio.run(bench.warm_up(Target(url="http://127.0.0.1:9"), "chorus", levels, 8.0))
+    assert [(c, pytest.approx(d)) for c, d, _ in calls] == expected
+    assert all(first == bench.WARMUP_FIRST_INDEX for *_, first in calls)
+    calls.clear()
+    asyncio.run(bench.warm_up(Target(url="http://127.0.0.1:9"), "chorus", levels, 0.0))
+    assert calls == []
