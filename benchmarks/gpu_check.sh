@@ -10,6 +10,7 @@
 #   --host [loop_cost.py options]: the host side alone (handoff_cost.py, loop_cost.py), ~1 minute.
 #   --diag [gpu_diag.py options]: time and memory per stage by batch size; --caps compares cuDNN workspace caps;
 #       --graphs: eager against CHORUS_CUDA_GRAPHS, batch by batch (wall and model-thread CPU time, max |diff|).
+#   --tests [pytest options]: the tests that need CUDA (batching exactness, CPU agreement, bf16, CUDA graphs), ~1 minute.
 #   --live [chorus bench options]: voice agents over the live WebSocket at 16-512 real-time streams (~2.5 min, estimated),
 #       writing gpu-live.json and gpu-live.md into $OUT (CHORUS_DTYPE and the like pass through to the server).
 set -uo pipefail
@@ -29,6 +30,12 @@ export PYTHONPATH="$PWD:$PWD/.gpu:${PYTHONPATH:-}"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null || true
 if [ "${1:-}" = "--diag" ]; then shift; python3 benchmarks/gpu_diag.py "$@"; exit; fi
+if [ "${1:-}" = "--tests" ]; then
+  shift  # the CUDA-only tests, and the CPU ones of the same files (the graphs' plumbing), on this machine
+  python3 -m pytest -q -p no:cacheprovider tests/unit/inference/test_cuda.py tests/unit/inference/test_cuda_graphs.py \
+    tests/unit/inference/test_cuda_memory.py "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_tests.log"
+  exit
+fi
 if [ "${1:-}" = "--compare" ]; then
   shift
   python3 benchmarks/compare.py --name gpu --model "$PWD/.gpu/voice" --results-dir "${OUT:-/tmp}" \

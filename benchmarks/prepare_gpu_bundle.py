@@ -4,7 +4,8 @@
   (the backend casts them back to fp32 at load; fp16 storage changes samples by ~1e-3 at most);
 * ``.gpu/piper/``: piper-tts's espeak bridge with the English espeak-ng data only;
 * ``.whl/``: wheels a stock CUDA PyTorch image lacks: litestar, msgspec, granian and their needs for the
-  service, and FastAPI, uvicorn, LitServe and soundfile for the peers of ``gpu_check.sh --compare``.
+  service, FastAPI, uvicorn, LitServe and soundfile for the peers of ``gpu_check.sh --compare``, and pytest
+  for the CUDA-only tests (``gpu_check.sh --tests``).
 
 Run: ``python benchmarks/prepare_gpu_bundle.py`` (then carry ``.gpu`` and ``.whl``). ``--python-version``
 picks the wheels' Python (3.12, the GPU image's; the test of the bundle here uses this machine's).
@@ -52,6 +53,13 @@ WHEELS = [
     "soundfile==0.14.0",
     "cffi==2.1.1",
     "pycparser==3.12",
+    # the CUDA-only tests (gpu_check.sh --tests): pytest with the plugins pyproject.toml's settings name
+    "pytest==9.2.0",
+    "pluggy==1.7.0",
+    "iniconfig==2.3.1",
+    "pygments==2.21.0",
+    "pytest-timeout==2.4.0",
+    "pytest-asyncio==1.5.0",
 ]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
 
