@@ -28,7 +28,7 @@ from transformers import VitsConfig, VitsModel
 from inference.backends.base import ModelInfo, SynthesisJob, SynthesisParams, Voiced
 from inference.backends.cuda_graphs import GraphedCall, padded_rows, row_bucket
 from inference.backends.device import run_batch, torch_dtype
-from inference.backends.hifigan import Mask, apply_mask, as_2d, convolutions_as_2d, from_2d, hifigan_body
+from inference.backends.hifigan import Mask, as_2d, convolutions_as_2d, from_2d, hifigan_body
 from inference.backends.noise import seeded_normal
 from inference.backends.text import TextFrontend, load_frontend
 from inference.backends.vits_flow import flow_reverse
@@ -401,7 +401,7 @@ class VitsBackend:
         speaker: torch.Tensor | None,
     ) -> tuple[torch.Tensor]:
         latents, mask, speaker_h = self._latents(means, log_var, out_mask, noise_scale, seeds, speaker)
-        latents = flow_reverse(self.model.flow, latents, mask, speaker_h) * mask
+        latents = flow_reverse(self.model.flow, latents, mask, speaker_h)
         return (self._decode(latents, mask, speaker_h).squeeze(1).float(),)
 
     def _rows(
@@ -420,7 +420,7 @@ class VitsBackend:
             end = count if width > count else None  # the padded tail is zeroed (see hifigan)
             g = None if speaker_h is None else speaker_h[row : row + 1]
             single = flow_reverse(model.flow, latents[row : row + 1, ..., :width], end, g)
-            wave = self._decode(apply_mask(single, end), end, g)
+            wave = self._decode(single, end, g)
             results.append(wave.float().reshape(-1)[: count * self.hop].cpu().numpy())
         return results
 

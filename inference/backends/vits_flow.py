@@ -23,7 +23,8 @@ def flow_reverse(block: Any, latents: torch.Tensor, mask: Mask, speaker: torch.T
     """``VitsResidualCouplingBlock.forward(latents, mask, speaker, reverse=True)``.
 
     ``latents`` (rows, channels, …, frames), either layout the model's convolutions take (1-D, or the
-    channels-last 2-D of ``hifigan.convolutions_as_2d``); ``mask`` as ``hifigan.Mask``, at that rank.
+    channels-last 2-D of ``hifigan.convolutions_as_2d``), zero past each row's end; ``mask`` as
+    ``hifigan.Mask``, at that rank. The result is zero past each row's end too.
     """
     for layer in reversed(block.flows):
         latents = torch.flip(latents, [1])
@@ -31,9 +32,9 @@ def flow_reverse(block: Any, latents: torch.Tensor, mask: Mask, speaker: torch.T
         first, second = latents[:, :half], latents[:, half:]
         hidden = apply_mask(layer.conv_pre(first), mask)
         hidden = _wavenet(layer.wavenet, hidden, mask, speaker)
-        mean = apply_mask(layer.conv_post(hidden), mask)
+        mean = layer.conv_post(hidden)  # read only by the masked difference below
         latents = torch.cat([first, apply_mask(second - mean, mask)], dim=1)
-    return latents
+    return latents  # zero past each row's end, as its input must be
 
 
 def _wavenet(net: Any, hidden: torch.Tensor, mask: Mask, speaker: torch.Tensor | None) -> torch.Tensor:

@@ -126,10 +126,14 @@ def test_flow_reverse_equals_transformers(name: str) -> None:
     latents = torch.randn(3, model.config.flow_size, max(frames), generator=torch.Generator().manual_seed(5)) * mask
     speaker = _speaker(model)
     reference = model.flow(latents, mask, speaker, reverse=True)
-    _assert_close_where(reference, flow_reverse(model.flow, latents, mask, speaker), mask)
+    batched = flow_reverse(model.flow, latents, mask, speaker)
+    _assert_close_where(reference, batched, mask)
     # One row with a frame count for its mask: the padded tail zeroed in place instead of multiplied.
     row = flow_reverse(model.flow, latents[1:2], frames[1], None if speaker is None else speaker[1:2])
     _assert_close_where(reference[1:2], row, mask[1:2])
+    # Zero past each row's end, as the vocoder's first convolution must read it (no mask in between).
+    assert (batched * (1 - mask)).abs().max().item() == 0.0
+    assert row[..., frames[1] :].abs().max().item() == 0.0
 
 
 @torch.inference_mode()
