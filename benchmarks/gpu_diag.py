@@ -179,15 +179,16 @@ def compare_graphs(args: argparse.Namespace) -> None:
         return backend
 
     backends = {"eager": load(False), "graphs": load(True)}
-    print(f"dtype {args.dtype}, device {args.device}")
-    _side_by_side(args, backends)
+    for temperature in (0.0, 1.0):  # without noise, and with each row's seeded noise drawn inside the graphs
+        print(f"dtype {args.dtype}, device {args.device}, temperature {temperature}")
+        _side_by_side(args, backends, temperature)
     for part in ("_graphs", "_tail_graphs"):
         graphed = getattr(backends["graphs"], part)
         if graphed is not None:
             print(f"{part.strip('_')} captured: {graphed.graph_count}, still enabled: {graphed.enabled}")
 
 
-def _side_by_side(args: argparse.Namespace, backends: dict[str, Any]) -> None:
+def _side_by_side(args: argparse.Namespace, backends: dict[str, Any], temperature: float = 0.0) -> None:
     """Each batch size through every backend: best of 3 wall and thread-CPU times, max |diff| of the first two."""
     import numpy as np
     import torch
@@ -197,7 +198,8 @@ def _side_by_side(args: argparse.Namespace, backends: dict[str, Any]) -> None:
 
     cuda = torch.device(args.device).type == "cuda"
     first = next(iter(backends.values()))
-    pool = [job for i, t in enumerate(SENTENCES) for job in first.prepare(t, SynthesisParams(seed=i, temperature=0.0))]
+    params = [SynthesisParams(seed=i, temperature=temperature) for i in range(len(SENTENCES))]
+    pool = [job for text, p in zip(SENTENCES, params, strict=True) for job in first.prepare(text, p)]
     for size in [int(s) for s in args.sizes.split(",")]:
         batch = random.Random(size).choices(pool, k=size)
         times: dict[str, list[float]] = defaultdict(list)
