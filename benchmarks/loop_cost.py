@@ -166,8 +166,9 @@ def main() -> None:
         "--launches",
         type=int,
         default=0,
-        help="with --zero-model, tiny torch calls a batch, as a GPU forward pass launches kernels (~1600 for "
-        "the Piper voice): the model thread then competes for the interpreter as it does on a GPU",
+        help="with --zero-model, tiny torch calls a batch, as a GPU forward pass launches kernels (the Piper "
+        "voice makes ~1,300 torch operations a batch, counted on CPU): the model thread then competes for the "
+        "interpreter as it does on a GPU",
     )
     parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--code", default=str(ROOT), help=argparse.SUPPRESS)

@@ -10,9 +10,9 @@ its text side before the batch's one host sync and its noise, flow and vocoder a
 ``GraphedCall`` keys graphs by a caller-given hashable (the shapes, and flags that change the work: the
 function given with a key must always do the same work for it), copies each call's inputs into the graph's
 static input tensors, replays, and returns the graph's static output tensors. Those are overwritten by the
-next replay of any graph here, so a caller must consume them (enqueue its reads on the same stream) before
-calling again, as a batch does. All graphs share one memory pool, which is safe because they are replayed
-one at a time, on one stream, by one thread.
+next replay of the same graph, so a caller must consume them (enqueue its reads on the same stream) before
+calling with that key again, as a batch does. All graphs share one memory pool (outputs stay allocated,
+temporaries are shared), which is safe because they are replayed one at a time, on one stream, by one thread.
 
 The first call of a shape runs the function twice eagerly (lazy caches, cuDNN and cuBLAS choices) and then
 captures it: that call costs about three forward passes. Past ``max_graphs`` shapes, or after a capture
