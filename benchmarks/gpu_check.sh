@@ -4,10 +4,11 @@
 # There: bash benchmarks/gpu_check.sh [gpu_bench.py options]   (carry .gpu and .whl)
 # Prints exactness, raw backend throughput by batch size and precision, and the HTTP service under load.
 #   --compare [compare.py options]: Chorus beside raw, naive FastAPI and LitServe on the GPU (5.4 minutes on an H200
-#       for 7 systems; ~7 estimated with the 9 now listed: CUDA graphs, and 2 and 4 processes sharing one model process),
+#       for 7 systems; ~8 estimated with the 10 now listed: CUDA graphs, the model in a process of its own, and 2 and 4
+#       processes sharing one model process),
 #       writing gpu.json, gpu.md and the plots into $OUT (commit them under benchmarks/results/).
 #   --families [gpu_families.py options]: every served family at full size.
-#   --host [loop_cost.py options]: the host side alone (handoff_cost.py, loop_cost.py), ~1 minute.
+#   --host [loop_cost.py options]: the host side alone (handoff_cost.py, channel_cost.py, loop_cost.py), ~1.5 minutes.
 #   --diag [gpu_diag.py options]: time and memory per stage by batch size; --caps compares cuDNN workspace caps;
 #       --graphs: eager against CHORUS_CUDA_GRAPHS, batch by batch (wall and model-thread CPU time, max |diff|).
 #   --tests [pytest options]: the tests that need CUDA (batching exactness, CPU agreement, bf16, CUDA graphs), ~1 minute.
@@ -41,6 +42,7 @@ if [ "${1:-}" = "--compare" ]; then
   python3 benchmarks/compare.py --name gpu --model "$PWD/.gpu/voice" --results-dir "${OUT:-/tmp}" \
     --systems raw,chorus,chorus-bf16,naive,litserve,chorus-stream \
     --variant chorus-bf16-graphs:CHORUS_DTYPE=bf16,CHORUS_CUDA_GRAPHS=1 \
+    --variant chorus-bf16-mp:CHORUS_DTYPE=bf16,CHORUS_MODEL_PROCESS=1 \
     --variant chorus-bf16-p2-mp:CHORUS_DTYPE=bf16,CHORUS_PROCESSES=2,CHORUS_MODEL_PROCESS=1 \
     --variant chorus-bf16-p4-mp:CHORUS_DTYPE=bf16,CHORUS_PROCESSES=4,CHORUS_MODEL_PROCESS=1 \
     --concurrency 1,8,32,64 --duration 6 --rounds 2 --rate 0 --raw-max-batch 32 "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_compare.log"
@@ -70,10 +72,12 @@ PING
   exit
 fi
 if [ "${1:-}" = "--host" ]; then
-  # The host side alone, no GPU work (~1 minute): what the model thread's hand-off to a busy event loop costs,
-  # and what a request costs the loop (the forward pass replaced by silence), on this machine's CPU.
+  # The host side alone, no GPU work (~1.5 minutes): what the model thread's hand-off to a busy event loop costs,
+  # bringing a batch's audio back from a model process, and what a request costs the loop (the forward pass
+  # replaced by silence), on this machine's CPU.
   shift
   python3 benchmarks/handoff_cost.py --rows 64 --rounds 40 2>/dev/null | tee "${OUT:-/tmp}/gpu_host.log"
+  python3 benchmarks/channel_cost.py --repeats 2 2>/dev/null | tee -a "${OUT:-/tmp}/gpu_host.log"
   python3 benchmarks/loop_cost.py --model "$PWD/.gpu/voice" --runs 2 "$@" 2>/dev/null | tee -a "${OUT:-/tmp}/gpu_host.log"
   exit
 fi

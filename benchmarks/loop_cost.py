@@ -22,12 +22,20 @@ model thread then competes with the loop for the interpreter as on a GPU host (w
 in a fresh process, and prints the ratios:
 
     python benchmarks/loop_cost.py --baseline HEAD~3 --runs 4 --name loop-cost-cpu
+
+``--variant KEY=VALUE[,...]`` measures the working tree again with those settings added to the environment,
+alternating with the others. With ``CHORUS_MODEL_PROCESS=1`` the stand-in forward pass (and its launches)
+runs in the model's own process, whose CPU a request is reported beside the server's:
+
+    CHORUS_MAX_BATCH_SIZE=64 python benchmarks/loop_cost.py --launches 3000 --concurrency 32 \
+        --variant CHORUS_MODEL_PROCESS=1
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -58,6 +66,27 @@ def _zero_model(launches: int) -> None:
 
     VitsBackend.synthesize_timed = silence  # type: ignore[method-assign,assignment]
     VitsBackend.synthesize = lambda self, jobs: [v.audio for v in silence(self, jobs)]  # type: ignore[method-assign]
+
+
+def _zero_model_process(*args: Any) -> None:
+    """``CHORUS_MODEL_PROCESS``'s child with the same stand-in for the forward pass (spawned: it re-imports
+    this script and finds this function by name; the calls a batch come in its environment)."""
+    from inference.backends import remote
+
+    _zero_model(int(os.environ["LOOP_COST_LAUNCHES"]))
+    remote._serve(*args)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's live children so far (``CHORUS_MODEL_PROCESS``'s model; Linux)."""
+    import multiprocessing
+
+    total = 0.0
+    for child in multiprocessing.active_children():
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 async def _drive(app: Any, concurrency: int, requests: int) -> dict[str, float]:
@@ -101,12 +130,15 @@ async def _drive(app: Any, concurrency: int, requests: int) -> dict[str, float]:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                rows.extend(int(value) for name, value in message["headers"] if name == b"x-batch-size")
 
         await app(scope, receive, send)
         return status
 
+    rows: list[int] = []  # each answer's X-Batch-Size
     for index in range(2 * concurrency):  # warm-up
         await call(index)
+    rows.clear()
     issued, failures = 0, 0
 
     async def caller() -> None:
@@ -116,15 +148,18 @@ async def _drive(app: Any, concurrency: int, requests: int) -> dict[str, float]:
             if await call(issued) != 200:
                 failures += 1
 
-    wall, cpu, process = time.perf_counter(), time.thread_time(), time.process_time()
+    wall, cpu, process, child = time.perf_counter(), time.thread_time(), time.process_time(), _children_cpu()
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     wall, cpu, process = time.perf_counter() - wall, time.thread_time() - cpu, time.process_time() - process
+    child = _children_cpu() - child
     await lifespan.put({"type": "lifespan.shutdown"})
     await asyncio.wait_for(life, 60)
     return {
         "requests_per_s": issued / wall,
         "loop_cpu_ms": 1000 * cpu / issued,
         "process_cpu_ms": 1000 * process / issued,
+        "model_process_cpu_ms": 1000 * child / issued,
+        "mean_batch": statistics.mean(rows) if rows else 0.0,
         "failures": failures,
     }
 
@@ -134,6 +169,10 @@ def _one_run(args: argparse.Namespace) -> None:
     sys.path.insert(0, args.code)
     if args.zero_model:
         _zero_model(args.launches)
+        from inference.backends import remote
+
+        os.environ["LOOP_COST_LAUNCHES"] = str(args.launches)
+        remote._serve = _zero_model_process  # type: ignore[assignment]  # read when the child is started
     from service.app import create_app
     from service.settings import Settings
 
@@ -143,11 +182,12 @@ def _one_run(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def _spawn(code: str, args: argparse.Namespace) -> dict[str, float]:
+def _spawn(code: str, env: dict[str, str], args: argparse.Namespace) -> dict[str, float]:
     command = [sys.executable, __file__, "--one-run", "--code", code, "--model", args.model,
                "--concurrency", str(args.concurrency), "--requests", str(args.requests),
                "--zero-model" if args.zero_model else "--real-model", "--launches", str(args.launches)]  # fmt: skip
-    out = subprocess.run(command, capture_output=True, text=True, timeout=900, check=True).stdout
+    environment = {**os.environ, **env}
+    out = subprocess.run(command, capture_output=True, text=True, timeout=900, check=True, env=environment).stdout
     line = next(line for line in out.splitlines() if line.startswith("RESULT "))
     return json.loads(line.removeprefix("RESULT "))  # type: ignore[no-any-return]
 
@@ -159,6 +199,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--runs", type=int, default=3, help="runs of each version, alternating")
     parser.add_argument("--baseline", help="a git ref measured beside the working tree")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="also measure the working tree with these settings added to the environment (repeatable), "
+        "e.g. CHORUS_MODEL_PROCESS=1",
+    )
     parser.add_argument("--name", help="write benchmarks/results/NAME.{json,md}")
     parser.add_argument("--zero-model", dest="zero_model", action="store_true", default=True)
     parser.add_argument("--real-model", dest="zero_model", action="store_false")
@@ -185,22 +233,27 @@ def main() -> None:
             from tests.tiny_model import write_tiny_piper_voice
 
             args.model = str(write_tiny_piper_voice(Path(tmp) / "voice"))
-        versions = {"working tree": str(ROOT)}
+        versions: dict[str, tuple[str, dict[str, str]]] = {"working tree": (str(ROOT), {})}
         if args.baseline:
             worktree = Path(tmp) / "baseline"
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(worktree), args.baseline],
                            check=True)  # fmt: skip
-            versions = {args.baseline: str(worktree), **versions}
+            versions = {args.baseline: (str(worktree), {}), **versions}
+        for variant in args.variant:
+            settings = dict(item.split("=", 1) for item in variant.split(","))
+            versions[variant] = (str(ROOT), settings)
         runs: dict[str, list[dict[str, float]]] = {label: [] for label in versions}
         try:
             for run in range(args.runs):
-                for label, code in versions.items():
-                    result = _spawn(code, args)
+                for label, (code, env) in versions.items():
+                    result = _spawn(code, env, args)
                     runs[label].append(result)
                     rate, cpu, failed = result["requests_per_s"], result["loop_cpu_ms"], result["failures"]
                     print(
-                        f"run {run + 1} {label:>14}: {rate:7.1f} req/s, {cpu:.3f} ms loop CPU/req, "
-                        f"{result['process_cpu_ms']:.3f} ms process CPU/req, {failed:.0f} failed"
+                        f"run {run + 1} {label:>24}: {rate:7.1f} req/s, {cpu:.3f} ms loop CPU/req, "
+                        f"{result['process_cpu_ms']:.3f} ms process CPU/req, "
+                        f"{result['model_process_cpu_ms']:.3f} ms model process CPU/req, "
+                        f"mean batch {result['mean_batch']:.1f}, {failed:.0f} failed"
                     )
         finally:
             if args.baseline:
@@ -211,27 +264,33 @@ def main() -> None:
             "requests_per_s": statistics.mean(r["requests_per_s"] for r in results),
             "loop_cpu_ms": statistics.mean(r["loop_cpu_ms"] for r in results),
             "process_cpu_ms": statistics.mean(r["process_cpu_ms"] for r in results),
+            "model_process_cpu_ms": statistics.mean(r["model_process_cpu_ms"] for r in results),
+            "mean_batch": statistics.mean(r["mean_batch"] for r in results),
             "runs": results,
         }
         for label, results in runs.items()
     }
     lines = [
-        "| version | requests/s (mean) | loop CPU ms a request (mean) | process CPU ms a request (mean) | runs |",
-        "|---|---|---|---|---|",
+        "| version | requests/s (mean) | loop CPU ms a request (mean) | process CPU ms a request (mean) "
+        "| model process CPU ms a request (mean) | mean batch | runs |",
+        "|---|---|---|---|---|---|---|",
     ]
     for label, row in summary.items():
         lines.append(
             f"| {label} | {row['requests_per_s']:.1f} | {row['loop_cpu_ms']:.3f} | {row['process_cpu_ms']:.3f} "
-            f"| {len(row['runs'])} |"
+            f"| {row['model_process_cpu_ms']:.3f} | {row['mean_batch']:.1f} | {len(row['runs'])} |"
         )
-    if args.baseline:
-        base, new = summary[args.baseline], summary["working tree"]
+    reference = args.baseline or "working tree"
+    for label in summary:
+        if label == reference:
+            continue
+        base, new = summary[reference], summary[label]
         lines.append("")
         rate = new["requests_per_s"] / base["requests_per_s"]
         cpu = new["loop_cpu_ms"] / base["loop_cpu_ms"]
         process = new["process_cpu_ms"] / base["process_cpu_ms"]
         lines.append(
-            f"working tree / {args.baseline}: requests/s x{rate:.2f}, loop CPU a request x{cpu:.2f}, "
+            f"{label} / {reference}: requests/s x{rate:.2f}, loop CPU a request x{cpu:.2f}, "
             f"process CPU a request x{process:.2f}"
         )
     table = "\n".join(lines)
@@ -239,6 +298,7 @@ def main() -> None:
     if args.name:
         facts = {"machine": machine(), "concurrency": args.concurrency, "requests": args.requests,
                  "zero_model": args.zero_model, "launches": args.launches, "baseline": args.baseline,
+                 "variants": args.variant,
                  "settings": {k: v for k, v in os.environ.items() if k.startswith("CHORUS_")},
                  "versions": summary}  # fmt: skip
         RESULTS.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,10 @@ to a child process that holds the model on its device and does nothing else; the
 of the same checkpoint for what needs no device (``prepare``, ``unsayable``, ``batch_key``), so text is
 prepared beside the batches instead of between them.
 
-One batch crosses the pipe at a time (the batcher runs one at a time): the jobs go over pickled, the
-audio comes back as arrays. An exception in the child comes back and is raised here (a CUDA out-of-memory
+One batch crosses the socket at a time (the batcher runs one at a time): the jobs go over pickled, the
+audio comes back as arrays (``Channel``: each array's bytes travel beside the pickle and are read straight
+into the array that receives them, in one call that lets go of the interpreter lock until they are all
+in). An exception in the child comes back and is raised here (a CUDA out-of-memory
 keeps its message, so the batcher still halves its batches); if the child dies, every later batch fails at
 once and ``alive`` turns false (``/ping`` answers 503, so the platform replaces the worker).
 
@@ -25,7 +27,10 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import pickle
 import queue
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -40,7 +45,7 @@ import numpy.typing as npt
 from inference.backends.base import Backend, ModelInfo, SynthesisJob, SynthesisParams, Voiced, timed_synthesis
 from inference.errors import ModelLoadError
 
-__all__ = ["ModelProcess", "ModelProcessError", "ModelServer"]
+__all__ = ["Channel", "ModelProcess", "ModelProcessError", "ModelServer"]
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +54,84 @@ class ModelProcessError(RuntimeError):
     """The model's process stopped; nothing more can be synthesized here."""
 
 
+_FRAME = struct.Struct("<QQI")  # the bytes after the frame, the pickle's length, how many buffers
+_ALIGN = 64  # the pickle and each buffer start at a multiple of this in the message
+
+
+def _padded(size: int) -> int:
+    return -(-size // _ALIGN) * _ALIGN
+
+
+class Channel:
+    """Objects over a connected stream socket, the bytes of their arrays out of band (pickle protocol 5).
+
+    ``multiprocessing.Connection`` reads a message a socket buffer at a time (a few hundred KB), taking the
+    interpreter lock back after each read and copying it twice; a batch's audio is megabytes, and in the
+    server process a busy event loop holds the lock, so each take-back may wait out a switch interval
+    (5 ms). Here a message is its frame, then one block holding the buffers' sizes, the pickle (which
+    carries only the arrays' shapes) and every array's bytes; the block is received in one ``recv_into``
+    (``MSG_WAITALL``: the lock is let go of until it is all in), so a message costs two take-backs whatever
+    its size. The arrays that come out are views of that block (aligned, writable, none overlapping another),
+    so a batch's block lives as long as any of its arrays.
+
+    One thread may send while another receives; two senders (or two receivers) must take turns.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._socket = sock
+
+    @classmethod
+    def adopt(cls, connection: Connection) -> Channel:
+        """A channel over ``connection``'s socket (which it takes over: the connection is closed)."""
+        sock = socket.socket(fileno=os.dup(connection.fileno()))
+        connection.close()
+        return cls(sock)
+
+    def send(self, obj: Any) -> None:
+        buffers: list[pickle.PickleBuffer] = []
+        head = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        raws = [buffer.raw() for buffer in buffers]
+        sizes = struct.pack(f"<{len(raws)}Q", *(raw.nbytes for raw in raws))
+        before = b"".join((sizes, head))
+        parts: list[bytes | memoryview] = [before, bytes(_padded(len(before)) - len(before))]
+        for raw in raws:
+            parts += (raw, bytes(_padded(raw.nbytes) - raw.nbytes))
+        length = sum(len(part) if isinstance(part, bytes) else part.nbytes for part in parts)
+        self._socket.sendall(_FRAME.pack(length, len(head), len(raws)) + parts[0] + parts[1])
+        for part in parts[2:]:
+            if len(part):
+                self._socket.sendall(part)
+
+    def recv(self) -> Any:
+        """The next object; ``EOFError`` once the other end has closed."""
+        length, head_bytes, count = _FRAME.unpack(self._exactly(_FRAME.size))
+        block = self._exactly(length)
+        sizes = struct.unpack_from(f"<{count}Q", block)
+        head = block[8 * count : 8 * count + head_bytes]
+        at, buffers = _padded(8 * count + head_bytes), []
+        for size in sizes:
+            buffers.append(block[at : at + size])
+            at += _padded(size)
+        return pickle.loads(head, buffers=buffers)  # noqa: S301 (our own process's objects)
+
+    def _exactly(self, size: int) -> memoryview:
+        view = np.empty(size, np.uint8).data  # not zeroed: every byte is written by the socket
+        done = 0
+        while done < size:  # one call unless a signal cuts it short
+            got = self._socket.recv_into(view[done:], size - done, socket.MSG_WAITALL)
+            if got == 0:
+                raise EOFError("the other end closed the channel")
+            done += got
+        return view
+
+    def close(self) -> None:
+        self._socket.close()
+
+
 class ModelProcess:
     """A backend whose batches run in a child process; everything else runs on a local CPU copy."""
 
-    def __init__(self, local: Backend, process: Any, connection: Connection, info: ModelInfo) -> None:
+    def __init__(self, local: Backend, process: Any, connection: Channel, info: ModelInfo) -> None:
         #: The child this process started, or None when it shares a ``ModelServer`` started by ``chorus serve``.
         self._process = process
         #: Rows in the forward pass that ran this process's last batch (more than its own when merged).
@@ -78,7 +157,7 @@ class ModelProcess:
         process.start()
         child.close()
         try:
-            backend = cls._handshake(local, process, parent)
+            backend = cls._handshake(local, process, Channel.adopt(parent))
         except ModelLoadError:
             process.join(timeout=30)
             raise
@@ -95,22 +174,22 @@ class ModelProcess:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                connection = Client(address)
+                channel = Channel.adopt(Client(address))
                 break
             except (FileNotFoundError, ConnectionRefusedError) as exc:  # not listening yet
                 if time.monotonic() > deadline:
                     raise ModelLoadError(f"no model process listens at {address}") from exc
                 time.sleep(0.1)
         try:
-            backend = cls._handshake(local, None, connection)
+            backend = cls._handshake(local, None, channel)
         except ModelLoadError:
-            connection.close()
+            channel.close()
             raise
         log.info("sharing the model process at %s: %s on %s", address, backend.info.name, backend.info.device)
         return backend
 
     @classmethod
-    def _handshake(cls, local: Backend, process: Any, connection: Connection) -> ModelProcess:
+    def _handshake(cls, local: Backend, process: Any, connection: Channel) -> ModelProcess:
         try:
             status, payload = connection.recv()
         except (EOFError, OSError) as exc:
@@ -221,13 +300,14 @@ class ModelServer:
             self.process.join(timeout=timeout_s)
 
 
-def _serve(spec: Any, connection: Connection | None, address: str | None, merge_rows: tuple[int, int]) -> None:
+def _serve(spec: Any, parent: Connection | None, address: str | None, merge_rows: tuple[int, int]) -> None:
     """The model's process: load and warm the model, then run batches until told to stop (``connection``:
     the one parent that started it) or killed (``address``: a server shared by every worker, whose waiting
     batches are merged up to ``merge_rows`` rows: on a GPU, on the CPU)."""
     from inference.backends import load_backend
 
-    requests: queue.Queue[tuple[Connection, Any]] = queue.Queue()
+    connection = None if parent is None else Channel.adopt(parent)
+    requests: queue.Queue[tuple[Channel, Any]] = queue.Queue()
     loaded = threading.Event()
     hello: list[Any] = []
     if address is not None:
@@ -251,7 +331,7 @@ def _serve(spec: Any, connection: Connection | None, address: str | None, merge_
     if connection is not None:
         connection.send(hello[0])
         threading.Thread(target=_read, args=(connection, requests, True), daemon=True).start()
-    waiting: deque[tuple[Connection, Any]] = deque()
+    waiting: deque[tuple[Channel, Any]] = deque()
     while True:
         if not waiting:
             waiting.append(requests.get())
@@ -264,7 +344,7 @@ def _serve(spec: Any, connection: Connection | None, address: str | None, merge_
         group = [(first_conn, first)]
         key = backend.batch_key(first[0]) if first else None
         rows = len(first)
-        kept: deque[tuple[Connection, Any]] = deque()
+        kept: deque[tuple[Channel, Any]] = deque()
         for conn, jobs in waiting:
             if jobs and rows + len(jobs) <= most_rows and backend.batch_key(jobs[0]) == key:
                 group.append((conn, jobs))
@@ -278,8 +358,8 @@ def _serve(spec: Any, connection: Connection | None, address: str | None, merge_
 
 
 def _run_group(
-    run: Any, backend: Backend, group: list[tuple[Connection, list[SynthesisJob]]]
-) -> list[tuple[Connection, tuple[str, Any, dict[str, int], int]]]:
+    run: Any, backend: Backend, group: list[tuple[Channel, list[SynthesisJob]]]
+) -> list[tuple[Channel, tuple[str, Any, dict[str, int], int]]]:
     """One forward pass for the group's batches; if it fails, each batch alone (so a failure is its own)."""
     rows = sum(len(jobs) for _, jobs in group)
     if len(group) > 1:
@@ -300,18 +380,18 @@ def _run_group(
 
 
 def _accept(
-    listener: Listener, requests: queue.Queue[tuple[Connection, Any]], loaded: threading.Event, hello: list[Any]
+    listener: Listener, requests: queue.Queue[tuple[Channel, Any]], loaded: threading.Event, hello: list[Any]
 ) -> None:
     while True:
         try:
-            connection = listener.accept()
+            connection = Channel.adopt(listener.accept())
         except OSError:
             continue
         threading.Thread(target=_greet_and_read, args=(connection, requests, loaded, hello), daemon=True).start()
 
 
 def _greet_and_read(
-    connection: Connection, requests: queue.Queue[tuple[Connection, Any]], loaded: threading.Event, hello: list[Any]
+    connection: Channel, requests: queue.Queue[tuple[Channel, Any]], loaded: threading.Event, hello: list[Any]
 ) -> None:
     loaded.wait()
     with contextlib.suppress(OSError):
@@ -320,7 +400,7 @@ def _greet_and_read(
         _read(connection, requests, False)
 
 
-def _read(connection: Connection, requests: queue.Queue[tuple[Connection, Any]], owner: bool) -> None:
+def _read(connection: Channel, requests: queue.Queue[tuple[Channel, Any]], owner: bool) -> None:
     """Queue every batch a connection sends; the owner's ``stop`` (or its going away) stops the server."""
     while True:
         try:
@@ -349,8 +429,6 @@ def _memory(backend: Backend) -> dict[str, int]:
 def _portable(exc: Exception) -> Exception:
     """``exc`` if it survives pickling as it is, else a RuntimeError naming its type and message (a CUDA
     out-of-memory error keeps "out of memory" in it, which is what the batcher looks for)."""
-    import pickle
-
     try:
         pickle.loads(pickle.dumps(exc))  # noqa: S301 (our own object, round-tripped)
     except Exception:

@@ -14,7 +14,7 @@ import pytest
 
 from inference.backends import ModelSpec
 from inference.backends.base import SynthesisJob, SynthesisParams
-from inference.backends.remote import ModelProcess, ModelProcessError, ModelServer
+from inference.backends.remote import Channel, ModelProcess, ModelProcessError, ModelServer
 from service.settings import Settings
 from service.state import Phase, ServiceState
 
@@ -177,20 +177,22 @@ def test_a_shared_model_that_cannot_load_tells_every_worker_why(tmp_path: Path, 
     server = ModelServer.start(ModelSpec(model=str(tmp_path / "missing"), device="cpu"), address, (4, 4))
     try:
         for _ in range(2):
+            channel = _client(address)
             with pytest.raises(ModelLoadError, match="could not load"):
-                ModelProcess._handshake(None, None, _client(address))  # type: ignore[arg-type]
+                ModelProcess._handshake(None, None, channel)  # type: ignore[arg-type]
+            channel.close()
     finally:
         server.stop()
     assert not server.process.is_alive()
 
 
-def _client(address: str) -> Any:
+def _client(address: str) -> Channel:
     from multiprocessing.connection import Client
 
     deadline = time.monotonic() + 60
     while True:
         try:
-            return Client(address)
+            return Channel.adopt(Client(address))
         except (FileNotFoundError, ConnectionRefusedError):
             if time.monotonic() > deadline:
                 raise

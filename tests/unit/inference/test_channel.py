@@ -1,0 +1,103 @@
+"""The model process's channel: objects with their arrays' bytes out of band, each array read in one call."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inference.backends.base import SynthesisJob, SynthesisParams, Voiced
+from inference.backends.remote import Channel
+
+
+class CountingSocket:
+    """A socket that counts its ``recv_into`` calls."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.recv_into_calls = 0
+
+    def recv_into(self, *args: Any) -> int:
+        self.recv_into_calls += 1
+        return self.sock.recv_into(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Channel, Channel, CountingSocket]]:
+    left, right = socket.socketpair()
+    counting = CountingSocket(right)
+    sender, receiver = Channel(left), Channel(counting)  # type: ignore[arg-type]
+    yield sender, receiver, counting
+    sender.close()
+    receiver.close()
+
+
+def _sent(sender: Channel, receiver: Channel, obj: Any) -> Any:
+    """``obj`` through the channel, sent from another thread (a big one fills the socket's buffer)."""
+    thread = threading.Thread(target=sender.send, args=(obj,))
+    thread.start()
+    got = receiver.recv()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    return got
+
+
+def test_objects_and_their_arrays_arrive_equal_writable_aligned_and_apart(
+    pair: tuple[Channel, Channel, CountingSocket],
+) -> None:
+    sender, receiver, _ = pair
+    rng = np.random.default_rng(0)
+    audio = [rng.standard_normal(n).astype(np.float32) for n in (0, 1, 22050 * 3)]
+    voiced = [Voiced(a, np.arange(3, dtype=np.int64)) for a in audio]
+    strided = np.arange(20, dtype=np.float32)[::2]  # not contiguous: pickled in band
+    job = SynthesisJob(np.array([1, 2, 3], np.int64), SynthesisParams(seed=4), model="m")
+    got = _sent(sender, receiver, ("ok", voiced, {"reserved": 7}, 3, strided, [job], None))
+    status, got_voiced, memory, rows, got_strided, jobs, nothing = got
+    assert (status, memory, rows, nothing) == ("ok", {"reserved": 7}, 3, None)
+    for sent, came in zip(voiced, got_voiced, strict=True):
+        assert came.audio.dtype == np.float32
+        np.testing.assert_array_equal(came.audio, sent.audio)
+        np.testing.assert_array_equal(came.token_samples, sent.token_samples)
+        assert came.audio.flags.writeable  # the edge fade works on it in place
+        assert came.audio.ctypes.data % 16 == 0
+        assert came.token_samples.ctypes.data % 16 == 0
+    np.testing.assert_array_equal(got_strided, strided)
+    np.testing.assert_array_equal(jobs[0].token_ids, job.token_ids)
+    assert (jobs[0].params, jobs[0].model) == (job.params, job.model)
+    long = got_voiced[2].audio
+    long[:] = 0.5  # writing one array changes no other
+    assert not np.shares_memory(long, got_voiced[1].audio)
+    assert got_voiced[1].audio[0] == voiced[1].audio[0]
+
+
+def test_a_message_is_received_in_two_calls_not_a_socket_buffer_or_an_array_at_a_time(
+    pair: tuple[Channel, Channel, CountingSocket],
+) -> None:
+    sender, receiver, counting = pair
+    rows = [np.full(66_000 + row, row, np.float32) for row in range(64)]  # 17 MB: dozens of socket buffers
+    got = _sent(sender, receiver, rows)
+    for sent, came in zip(rows, got, strict=True):
+        np.testing.assert_array_equal(came, sent)
+    assert counting.recv_into_calls == 2  # the frame, then the rest
+
+
+def test_messages_keep_their_order_and_a_closed_end_reads_as_eof(
+    pair: tuple[Channel, Channel, CountingSocket],
+) -> None:
+    sender, receiver, _ = pair
+    for index in range(3):
+        sender.send(("run", np.full(5, index, np.int64)))
+    for index in range(3):
+        command, array = receiver.recv()
+        assert command == "run"
+        np.testing.assert_array_equal(array, np.full(5, index))
+    sender.close()
+    with pytest.raises(EOFError):
+        receiver.recv()
