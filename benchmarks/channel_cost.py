@@ -5,9 +5,10 @@ its audio: megabytes (64 rows of 3 s at 22050 Hz are 17 MB of float32). While it
 event loop keeps the interpreter lock busy, and every time the receiving thread takes the lock back it may
 wait out a switch interval (5 ms). ``multiprocessing.Connection`` (before 2026-11-29) reads a socket
 buffer at a time and takes the lock back after each read; ``inference.backends.remote.Channel`` (since)
-receives a message in two reads. This measures the mechanism alone: a child process answering each
-request with ``--rows`` arrays of ``--samples`` float32 samples, this process receiving them with a thread
-spinning in Python beside it (``busy``) and without (``idle``), the two channels in alternating rounds:
+receives a message in two reads and sends it in one call. This measures the mechanism alone: this process
+sends a batch of ``--rows`` jobs (100 token ids each) and a child process answers with ``--rows`` arrays of
+``--samples`` float32 samples, with a thread spinning in Python beside this process's sender and receiver
+(``busy``) and without (``idle``), the two channels in alternating rounds:
 
     python benchmarks/channel_cost.py --rows 64 --samples 66000 --rounds 20
 """
@@ -37,7 +38,7 @@ def _answer(connection: Any, channel: bool, rows: int, samples: int) -> None:
 
     ends = Channel.adopt(connection) if channel else connection
     audio = [np.full(samples, row / rows, np.float32) for row in range(rows)]
-    while ends.recv() is not None:
+    while ends.recv()[0] != "stop":
         ends.send(("ok", audio))
 
 
@@ -49,6 +50,9 @@ def _spin(stop: threading.Event) -> None:
 
 
 def _rounds(channel: bool, busy: bool, args: argparse.Namespace) -> list[float]:
+    import numpy as np
+
+    from inference.backends.base import SynthesisJob
     from inference.backends.remote import Channel
 
     context = multiprocessing.get_context("spawn")
@@ -57,7 +61,8 @@ def _rounds(channel: bool, busy: bool, args: argparse.Namespace) -> list[float]:
     child.start()
     there.close()
     ends: Any = Channel.adopt(here) if channel else here
-    ends.send("warm-up")
+    batch = ("run", [SynthesisJob(np.arange(100, dtype=np.int64)) for _ in range(args.rows)])
+    ends.send(batch)  # warm-up
     ends.recv()
     stop = threading.Event()
     spinner = threading.Thread(target=_spin, args=(stop,), daemon=True)
@@ -66,11 +71,11 @@ def _rounds(channel: bool, busy: bool, args: argparse.Namespace) -> list[float]:
     walls = []
     for _ in range(args.rounds):
         start = time.perf_counter()
-        ends.send("run")
+        ends.send(batch)
         ends.recv()
         walls.append(time.perf_counter() - start)
     stop.set()
-    ends.send(None)
+    ends.send(("stop", None))
     child.join(timeout=30)
     ends.close()
     return walls
@@ -107,9 +112,10 @@ def main() -> None:
     host = machine()
     megabytes = args.rows * args.samples * 4 / 1e6
     lines = [
-        f"{host['cpu']}, {host['cores']} cores, Python {host['python']}; an answer of {args.rows} arrays of "
-        f"{args.samples} float32 samples ({megabytes:.1f} MB), {args.repeats} x {args.rounds} round trips "
-        "each, channels alternating; busy: a thread spinning in Python beside the receiver",
+        f"{host['cpu']}, {host['cores']} cores, Python {host['python']}; a batch of {args.rows} jobs (100 token "
+        f"ids each) answered with {args.rows} arrays of {args.samples} float32 samples ({megabytes:.1f} MB), "
+        f"{args.repeats} x {args.rounds} round trips each, channels alternating; busy: a thread spinning in "
+        "Python beside the sender and receiver",
         "",
         "| channel | interpreter | round trip p50 ms | p90 ms | mean ms |",
         "|---|---|---|---|---|",

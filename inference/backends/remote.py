@@ -56,6 +56,7 @@ class ModelProcessError(RuntimeError):
 
 _FRAME = struct.Struct("<QQI")  # the bytes after the frame, the pickle's length, how many buffers
 _ALIGN = 64  # the pickle and each buffer start at a multiple of this in the message
+_MOST_PARTS = 512  # buffers a sendmsg call is given (the system's limit is at least 1024)
 
 
 def _padded(size: int) -> int:
@@ -71,8 +72,8 @@ class Channel:
     (5 ms). Here a message is its frame, then one block holding the buffers' sizes, the pickle (which
     carries only the arrays' shapes) and every array's bytes; the block is received in one ``recv_into``
     (``MSG_WAITALL``: the lock is let go of until it is all in), so a message costs two take-backs whatever
-    its size. The arrays that come out are views of that block (aligned, writable, none overlapping another),
-    so a batch's block lives as long as any of its arrays.
+    its size; it is sent in one call too. The arrays that come out are views of that block (aligned,
+    writable, none overlapping another), so a batch's block lives as long as any of its arrays.
 
     One thread may send while another receives; two senders (or two receivers) must take turns.
     """
@@ -92,15 +93,20 @@ class Channel:
         head = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
         raws = [buffer.raw() for buffer in buffers]
         sizes = struct.pack(f"<{len(raws)}Q", *(raw.nbytes for raw in raws))
-        before = b"".join((sizes, head))
+        before = sizes + head
         parts: list[bytes | memoryview] = [before, bytes(_padded(len(before)) - len(before))]
         for raw in raws:
             parts += (raw, bytes(_padded(raw.nbytes) - raw.nbytes))
-        length = sum(len(part) if isinstance(part, bytes) else part.nbytes for part in parts)
-        self._socket.sendall(_FRAME.pack(length, len(head), len(raws)) + parts[0] + parts[1])
-        for part in parts[2:]:
-            if len(part):
-                self._socket.sendall(part)
+        parts = [part for part in parts if len(part)]
+        parts.insert(0, _FRAME.pack(sum(len(part) for part in parts), len(head), len(raws)))
+        # One call for the whole message (it blocks until all is sent): a call per array would let go of
+        # the interpreter lock, and have to win it back from a busy event loop, once per array.
+        while parts:
+            sent = self._socket.sendmsg(parts[:_MOST_PARTS])
+            while parts and sent >= len(parts[0]):
+                sent -= len(parts.pop(0))
+            if sent:  # cut short (a signal): the rest of this part first
+                parts[0] = memoryview(parts[0])[sent:]
 
     def recv(self) -> Any:
         """The next object; ``EOFError`` once the other end has closed."""

@@ -15,15 +15,27 @@ from inference.backends.remote import Channel
 
 
 class CountingSocket:
-    """A socket that counts its ``recv_into`` calls."""
+    """A socket that counts its ``recv_into`` and send calls; ``trickle`` bytes at most a send, if given."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, trickle: int | None = None) -> None:
         self.sock = sock
+        self.trickle = trickle
         self.recv_into_calls = 0
+        self.send_calls = 0
 
     def recv_into(self, *args: Any) -> int:
         self.recv_into_calls += 1
         return self.sock.recv_into(*args)
+
+    def sendmsg(self, parts: list[Any]) -> int:
+        self.send_calls += 1
+        if self.trickle is None:
+            return self.sock.sendmsg(parts)
+        return self.sock.send(b"".join(bytes(part) for part in parts)[: self.trickle])
+
+    def sendall(self, data: Any) -> None:
+        self.send_calls += 1
+        self.sock.sendall(data)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.sock, name)
@@ -35,6 +47,32 @@ def pair() -> Iterator[tuple[Channel, Channel, CountingSocket]]:
     counting = CountingSocket(right)
     sender, receiver = Channel(left), Channel(counting)  # type: ignore[arg-type]
     yield sender, receiver, counting
+    sender.close()
+    receiver.close()
+
+
+def test_a_message_of_many_arrays_is_sent_in_one_call() -> None:
+    left, right = socket.socketpair()
+    counting = CountingSocket(left)
+    sender, receiver = Channel(counting), Channel(right)  # type: ignore[arg-type]
+    jobs = [SynthesisJob(np.arange(40 + row, dtype=np.int64)) for row in range(64)]  # a batch's token ids
+    got = _sent(sender, receiver, ("run", jobs))
+    assert counting.send_calls == 1  # not one a job: each call lets go of the interpreter lock
+    for sent, came in zip(jobs, got[1], strict=True):
+        np.testing.assert_array_equal(came.token_ids, sent.token_ids)
+    sender.close()
+    receiver.close()
+
+
+def test_a_send_cut_short_goes_on_where_it_stopped() -> None:
+    left, right = socket.socketpair()
+    trickling = CountingSocket(left, trickle=1000)
+    sender, receiver = Channel(trickling), Channel(right)  # type: ignore[arg-type]
+    rows = [np.arange(300 + row, dtype=np.float32) for row in range(8)]
+    got = _sent(sender, receiver, ("ok", rows))
+    assert trickling.send_calls > 8
+    for sent, came in zip(rows, got[1], strict=True):
+        np.testing.assert_array_equal(came, sent)
     sender.close()
     receiver.close()
 
