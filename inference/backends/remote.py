@@ -8,11 +8,11 @@ of the same checkpoint for what needs no device (``prepare``, ``unsayable``, ``b
 prepared beside the batches instead of between them.
 
 One batch crosses the socket at a time (the batcher runs one at a time): the jobs go over pickled, the
-audio comes back as arrays (``Channel``: each array's bytes travel beside the pickle and are read straight
-into the array that receives them, in one call that lets go of the interpreter lock until they are all
-in). An exception in the child comes back and is raised here (a CUDA out-of-memory
-keeps its message, so the batcher still halves its batches); if the child dies, every later batch fails at
-once and ``alive`` turns false (``/ping`` answers 503, so the platform replaces the worker).
+audio comes back as arrays (``Channel``: the arrays' bytes travel beside the pickle, a message is sent in
+one call and received in two, each letting go of the interpreter lock until it is done). An exception in
+the child comes back and is raised here (a CUDA out-of-memory keeps its message, so the batcher still
+halves its batches); if the child dies, every later batch fails at once and ``alive`` turns false
+(``/ping`` answers 503, so the platform replaces the worker).
 
 With several server processes (``CHORUS_PROCESSES``) the model process is shared: ``chorus serve`` starts
 one ``ModelServer`` per model before granian's workers, and each worker connects to it (``connect``)
@@ -307,8 +307,8 @@ class ModelServer:
 
 
 def _serve(spec: Any, parent: Connection | None, address: str | None, merge_rows: tuple[int, int]) -> None:
-    """The model's process: load and warm the model, then run batches until told to stop (``connection``:
-    the one parent that started it) or killed (``address``: a server shared by every worker, whose waiting
+    """The model's process: load and warm the model, then run batches until told to stop (``parent``: the
+    one process that started it) or killed (``address``: a server shared by every worker, whose waiting
     batches are merged up to ``merge_rows`` rows: on a GPU, on the CPU)."""
     from inference.backends import load_backend
 
