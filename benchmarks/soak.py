@@ -3,11 +3,14 @@
 Mix: plain WAV requests, streamed requests, OpenAI-route MP3 requests, malformed bodies, and clients that
 hang up early. Every request that is not abandoned must get either audio for *its own* text (same length
 as, and within 1e-3 of full scale of, that text's reference synthesized alone at warm-up) or a clear
-error (4xx JSON, or 429/503 with Retry-After). Nothing may be lost. Afterwards the server's resident
-memory must be within 10 % of its value after warm-up, and its thread and task counts back where they were.
+error (4xx JSON, or 429/503 with Retry-After). Nothing may be lost. Afterwards the resident memory of the
+server's processes (granian's, its workers', model processes') must be within 10 % of its value after
+warm-up, no one process may have grown more than 10 % and 8 MiB or come or gone, and the thread and task
+counts must be back where they were.
 
-Run: ``python benchmarks/soak.py [--requests 3000] [--concurrency 32] [--model DIR]`` (default model: a
-tiny random VITS checkpoint written on the spot, so the run measures the service, not the model).
+Run: ``python benchmarks/soak.py [--requests 3000] [--concurrency 32] [--model DIR] [--env KEY=VALUE]``
+(default model: a tiny random VITS checkpoint written on the spot, so the run measures the service, not the
+model; ``--env`` adds a server setting, e.g. ``CHORUS_MODEL_PROCESS=1``).
 """
 
 from __future__ import annotations
@@ -55,6 +58,31 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def tree_rss_kib(root: int) -> dict[int, int]:
+    """Resident memory of ``root`` and every process under it (granian's workers, model processes)."""
+    found: dict[int, int] = {}
+    pending = [root]
+    while pending:
+        pid = pending.pop()
+        try:
+            found[pid] = rss_kib(pid)
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # gone meanwhile
+    return found
+
+
+def leaked(before: dict[int, int], after: dict[int, int]) -> list[str]:
+    """Processes whose memory grew more than 10 % and 8 MiB, or that came or went."""
+    problems = [f"pid {pid} came or went" for pid in sorted(set(before) ^ set(after))]
+    for pid in sorted(set(before) & set(after)):
+        grew = after[pid] - before[pid]
+        if grew > 8 * 1024 and grew > 0.10 * before[pid]:
+            problems.append(f"pid {pid}: {before[pid] / 1024:.1f} -> {after[pid] / 1024:.1f} MiB")
+    return problems
+
+
 def pcm(data: bytes) -> Any:
     import numpy as np
 
@@ -62,7 +90,7 @@ def pcm(data: bytes) -> Any:
         return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.int32)
 
 
-async def main_async(args: argparse.Namespace, url: str, port: int, worker_pid: int) -> dict[str, Any]:
+async def main_async(args: argparse.Namespace, url: str, port: int, server_pid: int) -> dict[str, Any]:
     import httpx
     import numpy as np
 
@@ -172,10 +200,10 @@ async def main_async(args: argparse.Namespace, url: str, port: int, worker_pid: 
         warmup_counts, warmup_failures = dict(counts), list(failures)
         counts.clear()
         stats0 = (await client.get("/stats")).json()
-        rss0 = rss_kib(worker_pid)
+        rss0 = tree_rss_kib(server_pid)
         elapsed = await phase(args.requests)
         stats1 = (await client.get("/stats")).json()
-        rss1 = rss_kib(worker_pid)
+        rss1 = tree_rss_kib(server_pid)
         failures.extend(f"warm-up {f}" for f in warmup_failures if f not in failures)
     done = sum(counts.values())
     return {
@@ -185,9 +213,11 @@ async def main_async(args: argparse.Namespace, url: str, port: int, worker_pid: 
         "failures": failures[:20],
         "failure_count": len(failures),
         "warmup_requests": sum(warmup_counts.values()),
-        "rss_after_warmup_mib": round(rss0 / 1024, 1),
-        "rss_after_run_mib": round(rss1 / 1024, 1),
-        "rss_growth": round(rss1 / rss0 - 1, 4) if rss0 else None,
+        "processes": len(rss1),
+        "rss_after_warmup_mib": round(sum(rss0.values()) / 1024, 1),
+        "rss_after_run_mib": round(sum(rss1.values()) / 1024, 1),
+        "rss_growth": round(sum(rss1.values()) / sum(rss0.values()) - 1, 4),
+        "rss_leaks": leaked(rss0, rss1),
         "threads": [stats0["threads"], stats1["threads"]],
         "tasks": [stats0["tasks"], stats1["tasks"]],
         "server_stats": stats1,
@@ -202,6 +232,7 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=600)
     parser.add_argument("--model", default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="a server setting (repeatable)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
@@ -210,15 +241,14 @@ def main() -> int:
 
             model = str(write_tiny_vits(Path(tmp) / "tiny"))
         env = {"CHORUS_MODEL": model, "CHORUS_MAX_QUEUE": "64", "CHORUS_LOG_LEVEL": "WARNING"}
+        env.update(item.split("=", 1) for item in args.env)
         with running_server(Path(tmp), env) as server:
-            children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
-            worker_pid = int(children[0]) if children else server.process.pid
-            result = asyncio.run(main_async(args, server.url, server.port, worker_pid))
+            result = asyncio.run(main_async(args, server.url, server.port, server.process.pid))
         result["machine"] = {"cpu_count": os.cpu_count()}
     ok = (
         result["failure_count"] == 0
-        and result["rss_growth"] is not None
         and result["rss_growth"] <= 0.10
+        and not result["rss_leaks"]
         and result["threads"][1] <= result["threads"][0] + 2  # pool threads come and go; a leak grows
         and result["tasks"][1] <= result["tasks"][0]
     )
