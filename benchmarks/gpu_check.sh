@@ -4,8 +4,8 @@
 # There: bash benchmarks/gpu_check.sh [gpu_bench.py options]   (carry .gpu and .whl)
 # Prints exactness, raw backend throughput by batch size and precision, and the HTTP service under load.
 #   --compare [compare.py options]: Chorus beside raw, naive FastAPI and LitServe on the GPU (5.4 minutes on an H200
-#       for 7 systems; ~8 estimated with the 10 now listed: CUDA graphs, the model in a process of its own, and 2 and 4
-#       processes sharing one model process),
+#       for 7 systems; ~8 estimated with the 10 now listed: CUDA graphs, the model in a process of its own, 2
+#       processes sharing one model process, with and without the graphs),
 #       writing gpu.json, gpu.md and the plots into $OUT (commit them under benchmarks/results/).
 #   --families [gpu_families.py options]: every served family at full size.
 #   --host [loop_cost.py options]: the host side alone (handoff_cost.py, channel_cost.py, loop_cost.py), ~1.5 minutes.
@@ -44,7 +44,7 @@ if [ "${1:-}" = "--compare" ]; then
     --variant chorus-bf16-graphs:CHORUS_DTYPE=bf16,CHORUS_CUDA_GRAPHS=1 \
     --variant chorus-bf16-mp:CHORUS_DTYPE=bf16,CHORUS_MODEL_PROCESS=1 \
     --variant chorus-bf16-p2-mp:CHORUS_DTYPE=bf16,CHORUS_PROCESSES=2,CHORUS_MODEL_PROCESS=1 \
-    --variant chorus-bf16-p4-mp:CHORUS_DTYPE=bf16,CHORUS_PROCESSES=4,CHORUS_MODEL_PROCESS=1 \
+    --variant chorus-bf16-graphs-p2-mp:CHORUS_DTYPE=bf16,CHORUS_CUDA_GRAPHS=1,CHORUS_PROCESSES=2,CHORUS_MODEL_PROCESS=1 \
     --concurrency 1,8,32,64 --duration 6 --rounds 2 --rate 0 --raw-max-batch 32 "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_compare.log"
   exit
 fi
