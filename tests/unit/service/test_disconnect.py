@@ -75,3 +75,15 @@ async def test_the_works_own_error_comes_through() -> None:
 
     with pytest.raises(ValueError, match="bad text"):
         await unless_disconnected(_Client(), broken())  # type: ignore[arg-type]
+
+
+async def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
+    # Shutdown or a timeout cancelling the handler is not the client leaving: no ClientDisconnectedError,
+    # and the work is cancelled with it.
+    cancelled: list[bool] = []
+    task = asyncio.ensure_future(unless_disconnected(_Client(), _forever(cancelled)))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cancelled == [True]
