@@ -1,4 +1,5 @@
-"""The model process's channel: objects with their arrays' bytes out of band, each array read in one call."""
+"""The model process's channel: objects with their arrays' bytes out of band, a message sent in one call and
+received in two."""
 
 from __future__ import annotations
 
@@ -32,10 +33,6 @@ class CountingSocket:
         if self.trickle is None:
             return self.sock.sendmsg(parts)
         return self.sock.send(b"".join(bytes(part) for part in parts)[: self.trickle])
-
-    def sendall(self, data: Any) -> None:
-        self.send_calls += 1
-        self.sock.sendall(data)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.sock, name)
